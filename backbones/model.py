@@ -1,0 +1,175 @@
+"""ConvNeXt V1/V2 as a functional tf_keras model.
+
+Layer names follow the PyTorch module paths, so checkpoint mapping is a table:
+`stem.conv`, `stem.norm`, `stages.{i}.downsample.{norm,conv}`,
+`stages.{i}.blocks.{j}.{dwconv,norm,pwconv1,act,grn,pwconv2,layer_scale}`, `head.{pool,norm,fc}`.
+The layer `stages.{i}.blocks.{j}` is the block's residual add (its output); the last one of each
+stage is the stage output.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from .config import MIN_INPUT_SIZE, ConvNeXtConfig
+from .layers import GELU, GRN, LayerNorm, LayerScale, StochasticDepth
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _init(std: float = 0.02) -> tf_keras.initializers.Initializer:
+    return tf_keras.initializers.TruncatedNormal(stddev=std)
+
+
+def block(x: tf.Tensor, dim: int, cfg: ConvNeXtConfig, drop_path: float, name: str) -> tf.Tensor:
+    """One ConvNeXt block; V1 and V2 differ only by GRN versus layer scale."""
+    y = tf_keras.layers.DepthwiseConv2D(
+        7, padding="same", depthwise_initializer=_init(), name=f"{name}.dwconv"
+    )(x)
+    y = LayerNorm(name=f"{name}.norm")(y)
+    y = tf_keras.layers.Dense(4 * dim, kernel_initializer=_init(), name=f"{name}.pwconv1")(y)
+    y = GELU(name=f"{name}.act")(y)
+    if cfg.use_grn:
+        y = GRN(name=f"{name}.grn")(y)
+    y = tf_keras.layers.Dense(dim, kernel_initializer=_init(), name=f"{name}.pwconv2")(y)
+    if cfg.layer_scale_init_value > 0:
+        y = LayerScale(cfg.layer_scale_init_value, name=f"{name}.layer_scale")(y)
+    return StochasticDepth(drop_path, name=name)([x, y])
+
+
+def stem(x: tf.Tensor, cfg: ConvNeXtConfig) -> tf.Tensor:
+    """Patchify stem: 4x4 stride-4 convolution (valid, floors odd sizes) and LayerNorm."""
+    x = tf_keras.layers.Conv2D(cfg.dims[0], 4, strides=4, kernel_initializer=_init(), name="stem.conv")(x)
+    return LayerNorm(name="stem.norm")(x)
+
+
+def stage(x: tf.Tensor, i: int, cfg: ConvNeXtConfig, drop_paths: list[float]) -> tf.Tensor:
+    """Stage i: a LayerNorm + 2x2 stride-2 downsample (i > 0), then `depths[i]` blocks."""
+    if i > 0:
+        x = LayerNorm(name=f"stages.{i}.downsample.norm")(x)
+        x = tf_keras.layers.Conv2D(
+            cfg.dims[i], 2, strides=2, kernel_initializer=_init(), name=f"stages.{i}.downsample.conv"
+        )(x)
+    for j, rate in enumerate(drop_paths):
+        x = block(x, cfg.dims[i], cfg, rate, name=f"stages.{i}.blocks.{j}")
+    return x
+
+
+def trunk(x: tf.Tensor, cfg: ConvNeXtConfig) -> list[tf.Tensor]:
+    """Stem and the four stages; returns the stage outputs (strides 4, 8, 16, 32)."""
+    rates = np.linspace(0.0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
+    starts = np.cumsum((0,) + cfg.depths).tolist()
+    x = stem(x, cfg)
+    outputs = []
+    for i, depth in enumerate(cfg.depths):
+        x = stage(x, i, cfg, rates[starts[i] : starts[i] + depth])
+        outputs.append(x)
+    return outputs
+
+
+def stage_output_names(cfg: ConvNeXtConfig) -> list[str]:
+    """Names of the layers whose outputs are the four stage outputs."""
+    return [f"stages.{i}.blocks.{d - 1}" for i, d in enumerate(cfg.depths)]
+
+
+def check_input_shape(shape, channels: int | None = None) -> None:
+    """Raise ValueError for a static H or W under 32 pixels or an unexpected channel count."""
+    shape = tf.TensorShape(shape)
+    if shape.rank != 4:
+        raise ValueError(f"ConvNeXt takes images (batch, height, width, channels); got shape {shape}.")
+    for axis, what in ((1, "height"), (2, "width")):
+        if shape[axis] is not None and shape[axis] < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input {what} is {shape[axis]}, but ConvNeXt needs at least {MIN_INPUT_SIZE} pixels "
+                f"(its total stride); got input shape {shape}."
+            )
+    if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        raise ValueError(f"Input has {shape[-1]} channels, but the weights expect {channels}; got shape {shape}.")
+
+
+def model_inputs(input_shape, input_tensor) -> tuple[tf.Tensor, list]:
+    """The image tensor the trunk starts from and the model's inputs (Keras applications' rules).
+
+    A Keras `input_tensor` (for example the output of preprocessing layers) is used as it is and
+    the model starts at its source inputs; a plain tensor is wrapped in an `Input`.
+    """
+    if input_tensor is None:
+        x = tf_keras.Input(shape=input_shape)
+    elif tf_keras.backend.is_keras_tensor(input_tensor):
+        x = input_tensor
+    else:
+        x = tf_keras.Input(tensor=input_tensor, shape=input_shape)
+    return x, tf_keras.utils.get_source_inputs(x)
+
+
+def build_convnext(
+    variant: str,
+    *,
+    input_shape: tuple | None = (224, 224, 3),
+    input_tensor: tf.Tensor | None = None,
+    include_top: bool = True,
+    classes: int = 1000,
+    pooling: str | None = None,
+    classifier_activation: str | None = None,
+    drop_path_rate: float = 0.0,
+    layer_scale_init_value: float | None = None,
+    head_init_scale: float = 1.0,
+    weights: str | None = None,
+    skip_head: bool = False,
+    name: str | None = None,
+) -> tf_keras.Model:
+    """Build the ConvNeXt `variant` (see `list_models()`) as a tf_keras functional model.
+
+    Args:
+      input_shape: (H, W, C); H and W may be None. Ignored when `input_tensor` is given.
+      input_tensor: optional Keras tensor (output of preprocessing layers, say) to build on.
+      include_top: classification head (global average pool, LayerNorm, Dense).
+      classes: number of classes of the head.
+      pooling: without the head, None (the stride-32 map), 'avg' or 'max'.
+      classifier_activation: activation of the head's output; None gives logits.
+      drop_path_rate: stochastic depth rate of the last block (linear rule from 0).
+      layer_scale_init_value: initial layer scale (V1 only; default 1e-6, 0 disables it).
+      head_init_scale: factor on the head's initial weights.
+      weights: None (random) or a checkpoint path (.pth/.pt/.bin, .safetensors, .h5).
+      skip_head: when loading `weights`, leave the head as initialised (a 22k head, say).
+      name: Keras name of the model (default: the variant's name).
+    Inputs are images normalised with the ImageNet mean and std (see `preprocess_input`).
+    """
+    cfg = ConvNeXtConfig.from_name(
+        variant, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
+        head_init_scale=head_init_scale,
+    )
+    if pooling not in (None, "avg", "max"):
+        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
+    if include_top and classes < 1:
+        raise ValueError(f"classes must be at least 1; got {classes}.")
+    x, inputs = model_inputs(input_shape, input_tensor)
+    check_input_shape(x.shape)
+    y = trunk(x, cfg)[-1]
+    if include_top:
+        # The head runs in float32: logits come out float32 under mixed precision.
+        y = tf_keras.layers.GlobalAveragePooling2D(name="head.pool", dtype="float32")(y)
+        y = LayerNorm(name="head.norm", dtype="float32")(y)
+        y = tf_keras.layers.Dense(
+            classes, kernel_initializer=_init(0.02 * head_init_scale), name="head.fc", dtype="float32"
+        )(y)
+        if classifier_activation is not None:
+            y = tf_keras.layers.Activation(classifier_activation, name="head.act", dtype="float32")(y)
+    elif pooling == "avg":
+        y = tf_keras.layers.GlobalAveragePooling2D(name="pool")(y)
+    elif pooling == "max":
+        y = tf_keras.layers.GlobalMaxPooling2D(name="pool")(y)
+    model = tf_keras.Model(inputs, y, name=name or variant)
+    if weights is not None:
+        from .weights import load_weights
+
+        load_weights(model, weights, skip_head=skip_head)
+    return model
+
+
+def preprocess_input(images: tf.Tensor) -> tf.Tensor:
+    """Map RGB images in [0, 255] to the normalised inputs the models take."""
+    images = tf.convert_to_tensor(images, tf.float32)
+    return (images / 255.0 - IMAGENET_MEAN) / IMAGENET_STD

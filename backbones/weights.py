@@ -1,0 +1,319 @@
+"""Loading weights: PyTorch state dicts (official, timm, Hugging Face) and Keras files.
+
+Every source is first read into a flat `{key: array}` dict; its keys are renamed by a regex table
+to our layer names (`stages.2.blocks.5.dwconv.weight`), arrays are transposed to Keras layouts,
+and everything is checked before the first variable is assigned: a failed load changes nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from .layers import GRN, LayerNorm, LayerScale
+
+# Parts of a model that one model may have and another not: a checkpoint's head is skipped by a
+# model without one, and the output norms of a dense backbone are new layers, absent from
+# classification checkpoints.
+OPTIONAL_PREFIXES = ("head.", "output_norms.")
+
+_B = r"(\d+)"
+_RULES: dict[str, list[tuple[str, str]]] = {
+    # facebookresearch/ConvNeXt and ConvNeXt-V2 (classification and dense backbones)
+    "official": [
+        (r"^downsample_layers\.0\.0\.", "stem.conv."),
+        (r"^downsample_layers\.0\.1\.", "stem.norm."),
+        (rf"^downsample_layers\.{_B}\.0\.", r"stages.\1.downsample.norm."),
+        (rf"^downsample_layers\.{_B}\.1\.", r"stages.\1.downsample.conv."),
+        (rf"^stages\.{_B}\.{_B}\.gamma$", r"stages.\1.blocks.\2.layer_scale.weight"),
+        (rf"^stages\.{_B}\.{_B}\.grn\.gamma$", r"stages.\1.blocks.\2.grn.weight"),
+        (rf"^stages\.{_B}\.{_B}\.grn\.beta$", r"stages.\1.blocks.\2.grn.bias"),
+        (rf"^stages\.{_B}\.{_B}\.(dwconv|norm|pwconv1|pwconv2)\.", r"stages.\1.blocks.\2.\3."),
+        (r"^norm\.", "head.norm."),
+        (r"^head\.", "head.fc."),
+        (rf"^norm{_B}\.", lambda m: f"output_norms.{int(m.group(1)) + 2}."),
+    ],
+    # timm (conv_mlp variants store fc1/fc2 as 1x1 convolutions; same key names)
+    "timm": [
+        (r"^stem\.0\.", "stem.conv."),
+        (r"^stem\.1\.", "stem.norm."),
+        (rf"^stages\.{_B}\.downsample\.0\.", r"stages.\1.downsample.norm."),
+        (rf"^stages\.{_B}\.downsample\.1\.", r"stages.\1.downsample.conv."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.conv_dw\.", r"stages.\1.blocks.\2.dwconv."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.norm\.", r"stages.\1.blocks.\2.norm."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.mlp\.fc1\.", r"stages.\1.blocks.\2.pwconv1."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.mlp\.fc2\.", r"stages.\1.blocks.\2.pwconv2."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.mlp\.grn\.", r"stages.\1.blocks.\2.grn."),
+        (rf"^stages\.{_B}\.blocks\.{_B}\.gamma$", r"stages.\1.blocks.\2.layer_scale.weight"),
+        (r"^head\.norm\.", "head.norm."),
+        (r"^head\.fc\.", "head.fc."),
+    ],
+    # Hugging Face transformers: ConvNext(V2)ForImageClassification, ConvNext(V2)Backbone
+    "hf": [
+        (r"^embeddings\.patch_embeddings\.", "stem.conv."),
+        (r"^embeddings\.layernorm\.", "stem.norm."),
+        (rf"^encoder\.stages\.{_B}\.downsampling_layer\.0\.", r"stages.\1.downsample.norm."),
+        (rf"^encoder\.stages\.{_B}\.downsampling_layer\.1\.", r"stages.\1.downsample.conv."),
+        (rf"^encoder\.stages\.{_B}\.layers\.{_B}\.layernorm\.", r"stages.\1.blocks.\2.norm."),
+        (
+            rf"^encoder\.stages\.{_B}\.layers\.{_B}\.layer_scale_parameter$",
+            r"stages.\1.blocks.\2.layer_scale.weight",
+        ),
+        (rf"^encoder\.stages\.{_B}\.layers\.{_B}\.(dwconv|pwconv1|pwconv2|grn)\.", r"stages.\1.blocks.\2.\3."),
+        (r"^layernorm\.", "head.norm."),
+        (r"^classifier\.", "head.fc."),
+        (rf"^hidden_states_norms\.stage{_B}\.", lambda m: f"output_norms.{int(m.group(1)) + 1}."),
+    ],
+}
+_HF_PREFIXES = ("convnext.", "convnextv2.", "backbone.")
+
+
+@dataclasses.dataclass
+class LoadResult:
+    """What `load_state_dict` did: the model keys it set, and what it left alone."""
+
+    loaded: list[str]
+    missing: list[str]  # model keys without a value in the checkpoint (left as they were)
+    unexpected: list[str]  # checkpoint keys the model has no place for
+    skipped: list[str]  # checkpoint keys of parts the model does not have (a head, say)
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model; nothing was loaded."""
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor; bfloat16 has no numpy dtype
+        value = value.detach().cpu()
+        if value.is_floating_point():
+            value = value.float()
+        value = value.numpy()
+    return np.asarray(value)
+
+
+def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    for key in ("model", "state_dict", "model_state_dict"):
+        if key in state_dict and isinstance(state_dict[key], Mapping):
+            return dict(state_dict[key])
+    return dict(state_dict)
+
+
+def detect_format(keys) -> str:
+    """'official', 'timm', 'hf' or 'keras' from the key names of a state dict."""
+    keys = list(keys)
+    if any(k.startswith("downsample_layers.") for k in keys):
+        return "official"
+    if any(k.startswith("stem.0.") for k in keys):
+        return "timm"
+    if any("embeddings.patch_embeddings." in k for k in keys):
+        return "hf"
+    if any(k.startswith("stem.conv/") for k in keys):
+        return "keras"
+    raise ValueError(
+        "Unrecognised checkpoint format: expected the official ConvNeXt keys (downsample_layers.*), "
+        f"timm's (stem.0.*), Hugging Face's (embeddings.patch_embeddings.*) or Keras'; first keys: {keys[:5]}"
+    )
+
+
+def _rename(key: str, fmt: str) -> str | None:
+    if fmt == "hf":
+        for prefix in _HF_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix) :]
+                break
+    for pattern, repl in _RULES[fmt]:
+        new, n = re.subn(pattern, repl, key)
+        if n:
+            return new
+    return None
+
+
+def _keras_value(layer: tf_keras.layers.Layer, param: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
+    """Our weight name and the array in its Keras layout for the PyTorch `param` of `layer`."""
+    if isinstance(layer, tf_keras.layers.DepthwiseConv2D):
+        if param == "weight":  # (C, 1, kh, kw) -> (kh, kw, C, 1)
+            return "depthwise_kernel", value.transpose(2, 3, 0, 1) if value.ndim == 4 else value
+        return ("bias", value) if param == "bias" else None
+    if isinstance(layer, tf_keras.layers.Conv2D):
+        if param == "weight":  # (out, in, kh, kw) -> (kh, kw, in, out)
+            return "kernel", value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+        return ("bias", value) if param == "bias" else None
+    if isinstance(layer, tf_keras.layers.Dense):
+        if param == "weight":  # (out, in) or a 1x1 conv's (out, in, 1, 1) -> (in, out)
+            if value.ndim == 4 and value.shape[2:] == (1, 1):
+                value = value[:, :, 0, 0]
+            return "kernel", value.T if value.ndim == 2 else value
+        return ("bias", value) if param == "bias" else None
+    if isinstance(layer, (LayerNorm, GRN, LayerScale)):
+        name = {"weight": "gamma", "bias": "beta"}.get(param)
+        if name is None or (isinstance(layer, LayerScale) and name != "gamma"):
+            return None
+        if value.ndim > 1 and all(d == 1 for d in value.shape[:-1]):  # GRN's (1, 1, 1, C)
+            value = value.reshape(-1)
+        return name, value
+    return None
+
+
+def model_variables(model: tf_keras.Model) -> dict[str, tf.Variable]:
+    """`{'stem.conv/kernel': variable, ...}` over every layer, nested models included."""
+    return {
+        f"{layer.name}/{w.name.split('/')[-1].split(':')[0]}": w for layer in _all_layers(model) for w in layer.weights
+    }
+
+
+def load_state_dict(
+    model: tf_keras.Model,
+    state_dict: Mapping[str, Any],
+    strict: bool = True,
+    skip_head: bool = False,
+) -> LoadResult:
+    """Load a PyTorch-style state dict (official, timm or Hugging Face keys) into `model`.
+
+    Arrays may be numpy arrays or torch tensors; a top-level `model` key (the official .pth files)
+    is unwrapped. With `strict=True` a missing key, an unexpected key or a shape mismatch raises
+    one `CheckpointMismatchError` that lists them and nothing is assigned. Keys of a head or of
+    output norms the model lacks are skipped; `skip_head=True` also leaves the model's own head
+    as it is (for a 21841-class checkpoint, say).
+    """
+    state_dict = _unwrap(state_dict)
+    fmt = detect_format(state_dict)
+    variables = model_variables(model)
+    by_name = {layer.name: layer for layer in _all_layers(model)}
+    assign: dict[str, tuple[str, np.ndarray]] = {}
+    unexpected, skipped, mismatched = [], [], []
+    for src, value in state_dict.items():
+        value = _to_numpy(value)
+        if fmt == "keras":
+            target, array = src, value
+        else:
+            name = _rename(src, fmt)
+            if name is None or name.endswith("num_batches_tracked"):
+                if name is None and not src.endswith("num_batches_tracked"):
+                    unexpected.append(src)
+                continue
+            layer_name, param = name.rsplit(".", 1)
+            if layer_name not in by_name:
+                optional = layer_name.startswith(OPTIONAL_PREFIXES)
+                (skipped if optional else unexpected).append(src)
+                continue
+            converted = _keras_value(by_name[layer_name], param, value)
+            if converted is None:
+                unexpected.append(src)
+                continue
+            target, array = f"{layer_name}/{converted[0]}", converted[1]
+        if target not in variables:
+            (skipped if target.startswith(OPTIONAL_PREFIXES) else unexpected).append(src)
+            continue
+        if skip_head and target.startswith("head."):
+            skipped.append(src)
+            continue
+        if tuple(array.shape) != tuple(variables[target].shape):
+            mismatched.append((src, target, value.shape, array.shape, tuple(variables[target].shape)))
+            continue
+        assign[target] = (src, array)
+    missing = [
+        k for k in variables
+        if k not in assign and not (skip_head and k.startswith("head."))
+        and not k.startswith("output_norms.")
+        and not any(m[1] == k for m in mismatched)
+    ]
+    if strict and (missing or unexpected or mismatched):
+        raise CheckpointMismatchError(_mismatch_message(model, fmt, missing, unexpected, mismatched))
+    tf_keras.backend.batch_set_value(
+        [(variables[target], array.astype(variables[target].dtype.as_numpy_dtype)) for target, (_, array) in assign.items()]
+    )
+    return LoadResult(loaded=sorted(assign), missing=missing, unexpected=unexpected, skipped=skipped)
+
+
+def _all_layers(model: tf_keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, tf_keras.Model):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def _mismatch_message(model, fmt, missing, unexpected, mismatched) -> str:
+    lines = [f"Checkpoint ({fmt} format) does not fit model {model.name!r}; nothing was loaded."]
+    for src, target, src_shape, shape, model_shape in mismatched:
+        if target.startswith("head.fc/"):
+            lines.append(
+                f"- head: checkpoint key {src!r} has shape {tuple(src_shape)} but the model's {target!r} is "
+                f"{model_shape} (another number of classes?). Pass skip_head=True to keep the model's head."
+            )
+        else:
+            lines.append(
+                f"- shape mismatch at {src!r}: checkpoint {tuple(src_shape)} (as Keras {tuple(shape)}) "
+                f"vs model {target!r} {model_shape}: a checkpoint of another variant?"
+            )
+    if missing:
+        lines.append(f"- {len(missing)} missing in the checkpoint: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        lines.append(
+            f"- {len(unexpected)} unexpected in the checkpoint: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
+        )
+    return "\n".join(lines)
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a checkpoint file into a flat `{key: array}` dict.
+
+    .pth/.pt/.bin (needs torch), .safetensors (numpy only) and Keras .h5/.weights.h5 files.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No checkpoint file at {path!r}.")
+    lower = path.lower()
+    if lower.endswith((".pth", ".pt", ".bin")):
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(
+                f"Reading {path!r} needs PyTorch: pip install 'convnext-tf[convert]' "
+                "(or convert it once to .safetensors or .weights.h5)."
+            ) from e
+        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    if lower.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    if lower.endswith(".h5"):
+        return _read_keras_h5(path)
+    raise ValueError(f"Unsupported checkpoint file {path!r}: expected .pth, .pt, .bin, .safetensors or .h5.")
+
+
+def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        root = f["model_weights"] if "model_weights" in f else f
+        for layer in root.attrs["layer_names"]:
+            layer = layer.decode() if isinstance(layer, bytes) else layer
+            group = root[layer]
+            for weight in group.attrs["weight_names"]:
+                weight = weight.decode() if isinstance(weight, bytes) else weight
+                out[f"{layer}/{weight.split('/')[-1].split(':')[0]}"] = np.asarray(group[weight])
+    return out
+
+
+def load_weights(model: tf_keras.Model, path: str | os.PathLike, strict: bool = True, skip_head: bool = False) -> LoadResult:
+    """Load a checkpoint file (any format `read_checkpoint` reads) into `model`."""
+    return load_state_dict(model, read_checkpoint(path), strict=strict, skip_head=skip_head)
+
+
+def save_weights(model: tf_keras.Model, path: str | os.PathLike) -> None:
+    """Write `model`'s weights to a Keras .weights.h5 file atomically (temp file, then rename)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}.h5"
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,62 @@
+"""Parity with the PyTorch reference (Hugging Face transformers) for every variant."""
+import numpy as np
+import pytest
+import tf_keras
+import torch
+from reference import hf_classifier, to_nhwc
+
+from convnext_tf.backbones import MODEL_NAMES, ConvNeXtConfig, create_model, load_state_dict, stage_output_names
+from convnext_tf.backbones.config import LARGE_SIZES
+
+# Parameter counts with the 1000-class head as published in the two papers, in millions
+# (V1 atto..nano are timm's own and are checked against the reference count alone).
+PUBLISHED_M = {
+    "convnext_tiny": 28.6, "convnext_small": 50.2, "convnext_base": 88.6, "convnext_large": 197.8,
+    "convnext_xlarge": 350.2, "convnextv2_atto": 3.7, "convnextv2_femto": 5.2, "convnextv2_pico": 9.1,
+    "convnextv2_nano": 15.6, "convnextv2_tiny": 28.6, "convnextv2_base": 88.7, "convnextv2_large": 197.9,
+    "convnextv2_huge": 660.3,
+}
+
+
+def _variants():
+    for name in MODEL_NAMES:
+        slow = ConvNeXtConfig.from_name(name).size in LARGE_SIZES
+        yield pytest.param(name, marks=pytest.mark.slow if slow else (), id=name)
+
+
+def with_stages(model, name):
+    """Our classifier as a model that returns the four stage outputs and the logits."""
+    stages = [model.get_layer(n).output for n in stage_output_names(ConvNeXtConfig.from_name(name))]
+    return tf_keras.Model(model.inputs, stages + [model.output])
+
+
+def assert_close(ours, ref, what):
+    assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
+    err = np.max(np.abs(ours - ref))
+    scale = np.max(np.abs(ref))
+    assert err <= 1e-4 * scale, f"{what}: max |ours - ref| = {err:.3g} > 1e-4 x {scale:.3g}"
+
+
+@pytest.mark.parametrize("name", list(_variants()))
+def test_parity_with_reference(name):
+    ref = hf_classifier(name)
+    model = create_model(name, input_shape=(None, None, 3))
+    ref_params = sum(p.numel() for p in ref.parameters())
+    assert model.count_params() == ref_params
+    if name in PUBLISHED_M:  # published figures are rounded to 0.1M
+        assert abs(model.count_params() / 1e6 - PUBLISHED_M[name]) <= 0.05 + 1e-9
+
+    result = load_state_dict(model, ref.state_dict())
+    assert not result.missing and not result.unexpected
+    feats = with_stages(model, name)
+    rng = np.random.default_rng(0)
+    for h, w in ((224, 224), (193, 257)):
+        x = rng.standard_normal((2, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            out = ref(torch.from_numpy(x), output_hidden_states=True)
+        ours = [np.asarray(t) for t in feats(x.transpose(0, 2, 3, 1), training=False)]
+        for i in range(4):
+            assert_close(ours[i], to_nhwc(out.hidden_states[i + 1]), f"{name} {h}x{w} stage {i}")
+        assert_close(ours[4], out.logits.numpy(), f"{name} {h}x{w} logits")
+    del ref, model, feats
+    tf_keras.backend.clear_session()
