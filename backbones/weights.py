@@ -177,7 +177,7 @@ def load_state_dict(
     Arrays may be numpy arrays or torch tensors; a top-level `model` key (the official .pth files)
     is unwrapped. With `strict=True` a missing key, an unexpected key or a shape mismatch raises
     one `CheckpointMismatchError` that lists them and nothing is assigned. Keys of a head or of
-    output norms the model lacks are skipped; `skip_head=True` also leaves the model's own head
+    output norms the model lacks are skipped; `skip_head=True` also leaves the model's classifier
     as it is (for a 21841-class checkpoint, say).
     """
     state_dict = _unwrap(state_dict)
@@ -209,7 +209,7 @@ def load_state_dict(
         if target not in variables:
             (skipped if target.startswith(OPTIONAL_PREFIXES) else unexpected).append(src)
             continue
-        if skip_head and target.startswith("head."):
+        if skip_head and target.startswith("head.fc/"):
             skipped.append(src)
             continue
         if tuple(array.shape) != tuple(variables[target].shape):
@@ -218,7 +218,7 @@ def load_state_dict(
         assign[target] = (src, array)
     missing = [
         k for k in variables
-        if k not in assign and not (skip_head and k.startswith("head."))
+        if k not in assign and not (skip_head and k.startswith("head.fc/"))
         and not k.startswith("output_norms.")
         and not any(m[1] == k for m in mismatched)
     ]
@@ -244,7 +244,7 @@ def _mismatch_message(model, fmt, missing, unexpected, mismatched) -> str:
         if target.startswith("head.fc/"):
             lines.append(
                 f"- head: checkpoint key {src!r} has shape {tuple(src_shape)} but the model's {target!r} is "
-                f"{model_shape} (another number of classes?). Pass skip_head=True to keep the model's head."
+                f"{model_shape} (another number of classes?). Pass skip_head=True to keep the model's classifier."
             )
         else:
             lines.append(
