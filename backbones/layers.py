@@ -24,11 +24,29 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
 
 
 @tf_keras.saving.register_keras_serializable(package=_PACKAGE)
-class GELU(tf_keras.layers.Layer):
-    """Exact GELU as a layer (see `gelu`)."""
+class PointwiseDense(tf_keras.layers.Dense):
+    """Dense over the channels of an (N, H, W, C) map as one 2-D matmul, optionally with exact GELU.
+
+    Keras' Dense runs `tensordot` on rank-4 inputs, whose reshape between MatMul and BiasAdd
+    keeps oneDNN from fusing bias and GELU into the matmul; here they fuse.
+    """
+
+    def __init__(self, units: int, use_gelu: bool = False, **kwargs):
+        super().__init__(units, **kwargs)
+        self.use_gelu = use_gelu
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return gelu(inputs)
+        shape = tf.shape(inputs)
+        y = super().call(tf.reshape(inputs, [-1, inputs.shape[-1]]))
+        if self.use_gelu:
+            y = gelu(y)
+        return tf.reshape(y, tf.concat([shape[:-1], [self.units]], axis=0))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "use_gelu": self.use_gelu}
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
 
 
 @tf_keras.saving.register_keras_serializable(package=_PACKAGE)

@@ -2,7 +2,7 @@
 
 Layer names follow the PyTorch module paths, so checkpoint mapping is a table:
 `stem.conv`, `stem.norm`, `stages.{i}.downsample.{norm,conv}`,
-`stages.{i}.blocks.{j}.{dwconv,norm,pwconv1,act,grn,pwconv2,layer_scale}`, `head.{pool,norm,fc}`.
+`stages.{i}.blocks.{j}.{dwconv,norm,pwconv1,grn,pwconv2,layer_scale}` (pwconv1 applies the GELU), `head.{pool,norm,fc}`.
 The layer `stages.{i}.blocks.{j}` is the block's residual add (its output); the last one of each
 stage is the stage output.
 """
@@ -13,7 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from .config import MIN_INPUT_SIZE, ConvNeXtConfig
-from .layers import GELU, GRN, LayerNorm, LayerScale, StochasticDepth
+from .layers import GRN, LayerNorm, LayerScale, PointwiseDense, StochasticDepth
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -29,11 +29,10 @@ def block(x: tf.Tensor, dim: int, cfg: ConvNeXtConfig, drop_path: float, name: s
         7, padding="same", depthwise_initializer=_init(), name=f"{name}.dwconv"
     )(x)
     y = LayerNorm(name=f"{name}.norm")(y)
-    y = tf_keras.layers.Dense(4 * dim, kernel_initializer=_init(), name=f"{name}.pwconv1")(y)
-    y = GELU(name=f"{name}.act")(y)
+    y = PointwiseDense(4 * dim, use_gelu=True, kernel_initializer=_init(), name=f"{name}.pwconv1")(y)
     if cfg.use_grn:
         y = GRN(name=f"{name}.grn")(y)
-    y = tf_keras.layers.Dense(dim, kernel_initializer=_init(), name=f"{name}.pwconv2")(y)
+    y = PointwiseDense(dim, kernel_initializer=_init(), name=f"{name}.pwconv2")(y)
     if cfg.layer_scale_init_value > 0:
         y = LayerScale(cfg.layer_scale_init_value, name=f"{name}.layer_scale")(y)
     return StochasticDepth(drop_path, name=name)([x, y])

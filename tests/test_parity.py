@@ -43,8 +43,8 @@ def test_parity_with_reference(name):
     model = create_model(name, input_shape=(None, None, 3))
     ref_params = sum(p.numel() for p in ref.parameters())
     assert model.count_params() == ref_params
-    if name in PUBLISHED_M:  # published figures are rounded to 0.1M
-        assert abs(model.count_params() / 1e6 - PUBLISHED_M[name]) <= 0.05 + 1e-9
+    if name in PUBLISHED_M:  # published figures are rounded or truncated to 0.1M (V2-L: 197.957M)
+        assert abs(model.count_params() / 1e6 - PUBLISHED_M[name]) < 0.1
 
     result = load_state_dict(model, ref.state_dict())
     assert not result.missing and not result.unexpected

@@ -1,0 +1,49 @@
+"""`make demo`: multi-scale ConvNeXt features of a real photo, printed and drawn as a PNG.
+
+    python -m convnext_tf.tasks.demo [--model convnext_tiny] [--weights PATH] [--image PATH] [--out out]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from importlib import resources
+
+import numpy as np
+import tf_keras
+
+from convnext_tf.backbones import ConvNeXtConfig, create_model, preprocess_input, stage_output_names
+from convnext_tf.tasks.visualize import panel_row, pca_rgb, read_rgb, write_rgb
+
+
+def default_image() -> str:
+    return str(resources.files("convnext_tf.tasks") / "data" / "chelsea.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="convnext_tiny")
+    parser.add_argument("--weights", default=None, help="checkpoint path (random weights if omitted)")
+    parser.add_argument("--image", default=default_image())
+    parser.add_argument("--out", default="out")
+    args = parser.parse_args(argv)
+
+    image = read_rgb(args.image)
+    model = create_model(args.model, input_shape=(None, None, 3), include_top=False, weights=args.weights)
+    names = stage_output_names(ConvNeXtConfig.from_name(args.model))
+    extractor = tf_keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+    features = [f.numpy()[0] for f in extractor(preprocess_input(image[None]), training=False)]
+
+    print(f"{args.model} ({'weights ' + args.weights if args.weights else 'random weights'}) "
+          f"on {os.path.basename(args.image)} {image.shape[1]}x{image.shape[0]}")
+    print(f"{'level':>5} {'stride':>6} {'channels':>8}  shape (H, W)")
+    for i, f in enumerate(features):
+        print(f"{i + 2:>5} {2 ** (i + 2):>6} {f.shape[-1]:>8}  {f.shape[0]} x {f.shape[1]}")
+    panels = [image] + [pca_rgb(f) for f in features]
+    titles = ["input"] + [f"stride {2 ** (i + 2)}: {f.shape[1]}x{f.shape[0]}x{f.shape[2]}" for i, f in enumerate(features)]
+    path = os.path.join(args.out, "features.png")
+    write_rgb(path, panel_row(panels, titles))
+    print(f"wrote {path} (first three principal components of each stage as RGB)")
+
+
+if __name__ == "__main__":
+    main()
