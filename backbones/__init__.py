@@ -1,4 +1,5 @@
 """ConvNeXt V1 and V2 in tf_keras: model builders, layers and weight loading."""
+from .backbone import ConvNeXtBackbone
 from .config import MODEL_NAMES, ConvNeXtConfig
 from .convnext_v1 import (
     convnext_atto,
@@ -22,6 +23,7 @@ from .convnext_v2 import (
     convnextv2_tiny,
 )
 from .model import build_convnext, preprocess_input, stage_output_names
+from .model_garden import Backbone, ConvNeXt
 from .weights import CheckpointMismatchError, LoadResult, load_state_dict, load_weights, read_checkpoint, save_weights
 
 

@@ -19,7 +19,7 @@ from .layers import GRN, LayerNorm, LayerScale
 
 # Parts of a model that one model may have and another not: a checkpoint's head is skipped by a
 # model without one, and the output norms of a dense backbone are new layers, absent from
-# classification checkpoints.
+# classification checkpoints. Whole stages a truncated backbone (max_level < 5) lacks are skipped too.
 OPTIONAL_PREFIXES = ("head.", "output_norms.")
 
 _B = r"(\d+)"
@@ -184,6 +184,9 @@ def load_state_dict(
     fmt = detect_format(state_dict)
     variables = model_variables(model)
     by_name = {layer.name: layer for layer in _all_layers(model)}
+    optional = OPTIONAL_PREFIXES + tuple(
+        f"stages.{i}." for i in range(4) if f"stages.{i}.blocks.0.dwconv" not in by_name
+    )
     assign: dict[str, tuple[str, np.ndarray]] = {}
     unexpected, skipped, mismatched = [], [], []
     for src, value in state_dict.items():
@@ -198,8 +201,7 @@ def load_state_dict(
                 continue
             layer_name, param = name.rsplit(".", 1)
             if layer_name not in by_name:
-                optional = layer_name.startswith(OPTIONAL_PREFIXES)
-                (skipped if optional else unexpected).append(src)
+                (skipped if layer_name.startswith(optional) else unexpected).append(src)
                 continue
             converted = _keras_value(by_name[layer_name], param, value)
             if converted is None:
@@ -207,7 +209,7 @@ def load_state_dict(
                 continue
             target, array = f"{layer_name}/{converted[0]}", converted[1]
         if target not in variables:
-            (skipped if target.startswith(OPTIONAL_PREFIXES) else unexpected).append(src)
+            (skipped if target.startswith(optional) else unexpected).append(src)
             continue
         if skip_head and target.startswith("head.fc/"):
             skipped.append(src)

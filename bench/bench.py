@@ -47,12 +47,11 @@ def _build_tf(contestant: str, size: int, precision: str, features: bool):
         keras = __import__("keras" if contestant == "keras3_apps" else "tf_keras")
         keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
         model = keras.applications.ConvNeXtTiny(
-            weights=None, include_top=not features, input_shape=(size, size, 3)
+            weights=None, include_top=not features, include_preprocessing=False, input_shape=(size, size, 3)
         )
-        if features:
-            names = [f"convnext_tiny_stage_{i}_block_{d - 1}_identity" for i, d in enumerate((3, 3, 9, 3))]
-            outs = [model.get_layer(n).output for n in names]
-            model = keras.Model(model.inputs, outs)
+        if features:  # stage outputs: the inputs of the three downsamplers, and the last map
+            outs = [model.get_layer(f"convnext_tiny_downsampling_block_{i}").input for i in range(3)]
+            model = keras.Model(model.inputs, outs + [model.output])
         keras.mixed_precision.set_global_policy("float32")
     fn = tf.function(lambda x: model(x, training=False), jit_compile=contestant.endswith("_xla"))
     return fn

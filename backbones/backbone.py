@@ -1,0 +1,139 @@
+"""`ConvNeXtBackbone`: ConvNeXt stage outputs at strides 4 to 32 as a Model Garden backbone."""
+from __future__ import annotations
+
+import tensorflow as tf
+import tf_keras
+
+from .config import VERSIONS, ConvNeXtConfig
+from .layers import LayerNorm
+from .model import check_input_shape, model_inputs, trunk
+
+MIN_LEVEL, MAX_LEVEL = 2, 5  # level l has stride 2**l: stage l - 2
+
+
+@tf_keras.saving.register_keras_serializable(package="convnext_tf")
+class ConvNeXtBackbone(tf_keras.Model):
+    """ConvNeXt V1/V2 returning `{'2': stride 4, '3': stride 8, '4': stride 16, '5': stride 32}`.
+
+    Args:
+      model_id: 'atto', 'femto', 'pico', 'nano', 'tiny', 'small', 'base', 'large', 'xlarge' (V1)
+        or 'huge' (V2).
+      version: 'v1' or 'v2'.
+      input_specs: `tf_keras.layers.InputSpec` of the images (default [None, None, None, 3]).
+      input_tensor: optional Keras tensor to build on (preprocessing layers in front, say).
+      min_level, max_level: the levels to return, within 2..5.
+      output_norm: a LayerNorm on each output, as the official dense backbones and Hugging Face's
+        ConvNextBackbone have (`output_norms.{level}`); False returns raw stage outputs.
+      drop_path_rate: stochastic depth of the last block (linear rule from 0).
+      layer_scale_init_value: V1 layer scale (default 1e-6).
+      frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages < k.
+      weights: checkpoint path (any format `load_weights` reads); a classifier's head is ignored.
+      kernel_regularizer: applied to every convolution and dense kernel.
+    """
+
+    def __init__(
+        self,
+        model_id: str = "tiny",
+        version: str = "v1",
+        input_specs: tf_keras.layers.InputSpec = tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
+        input_tensor: tf.Tensor | None = None,
+        min_level: int = MIN_LEVEL,
+        max_level: int = MAX_LEVEL,
+        output_norm: bool = True,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float | None = None,
+        frozen_stages: int = -1,
+        weights: str | None = None,
+        kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        **kwargs,
+    ):
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {sorted(VERSIONS)}; got {version!r}.")
+        if model_id not in VERSIONS[version]:
+            raise ValueError(
+                f"model_id must be one of {', '.join(VERSIONS[version])} for ConvNeXt {version}; got {model_id!r}."
+            )
+        for arg, level in (("min_level", min_level), ("max_level", max_level)):
+            if not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
+                raise ValueError(f"{arg} must be an integer in {MIN_LEVEL}..{MAX_LEVEL}; got {level!r}.")
+        if min_level > max_level:
+            raise ValueError(f"min_level ({min_level}) must not exceed max_level ({max_level}).")
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be an integer in -1..4; got {frozen_stages!r}.")
+        cfg = ConvNeXtConfig.from_size(
+            model_id, version, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value
+        )
+        x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
+        check_input_shape(x.shape, channels=3 if weights else None)
+        stages = trunk(x, cfg)
+        endpoints = {}
+        for level in range(min_level, max_level + 1):
+            y = stages[level - MIN_LEVEL]
+            if output_norm:
+                y = LayerNorm(name=f"output_norms.{level}")(y)
+            endpoints[str(level)] = y
+        super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
+
+        self._config_dict = {
+            "model_id": model_id,
+            "version": version,
+            "input_specs": input_specs,
+            "min_level": min_level,
+            "max_level": max_level,
+            "output_norm": output_norm,
+            "drop_path_rate": drop_path_rate,
+            "layer_scale_init_value": layer_scale_init_value,
+            "frozen_stages": frozen_stages,
+            "weights": None,  # a rebuilt model gets its weights from the saved file
+            "kernel_regularizer": kernel_regularizer,
+        }
+        self.convnext_config = cfg
+        self._output_specs = {level: t.shape for level, t in endpoints.items()}
+        if kernel_regularizer is not None:
+            for layer in self.layers:
+                for attr in ("kernel", "depthwise_kernel"):
+                    if getattr(layer, attr, None) is not None:
+                        self.add_loss(lambda k=getattr(layer, attr): kernel_regularizer(k))
+        for layer in self.layers:
+            if _stage_of(layer.name) < frozen_stages:
+                layer.trainable = False
+        if weights:
+            from .weights import load_weights
+
+            load_weights(self, weights)
+
+    @property
+    def output_specs(self) -> dict[str, tf.TensorShape]:
+        """Shape of each level's output, keyed by level ('2' .. '5')."""
+        return self._output_specs
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """Channels and stride of each output, as timm's `feature_info`."""
+        return [
+            {"level": int(level), "stride": 2 ** int(level), "num_chs": int(shape[-1])}
+            for level, shape in self._output_specs.items()
+        ]
+
+    def get_config(self) -> dict:
+        config = dict(self._config_dict)
+        config["input_specs"] = {"shape": list(self._config_dict["input_specs"].shape)}
+        config["kernel_regularizer"] = tf_keras.regularizers.serialize(config["kernel_regularizer"])
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "ConvNeXtBackbone":
+        config = dict(config)
+        if isinstance(config.get("input_specs"), dict):
+            config["input_specs"] = tf_keras.layers.InputSpec(shape=config["input_specs"]["shape"])
+        config["kernel_regularizer"] = tf_keras.regularizers.deserialize(config.get("kernel_regularizer"))
+        return cls(**config)
+
+
+def _stage_of(layer_name: str) -> int:
+    """-1 for the stem, i for stage i's layers (its downsample included), 4 for the rest."""
+    if layer_name.startswith("stem."):
+        return -1
+    if layer_name.startswith("stages."):
+        return int(layer_name.split(".")[1])
+    return 4

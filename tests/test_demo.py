@@ -1,0 +1,32 @@
+"""`make demo` and the feature pictures."""
+import cv2
+import numpy as np
+
+from convnext_tf.tasks import demo
+from convnext_tf.tasks.visualize import pca_rgb
+
+
+def test_demo_prints_stages_and_writes_png(tmp_path, capsys):
+    demo.main(["--model", "convnext_atto", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    # chelsea.png is 451x300; sizes floor as PyTorch's valid convolutions do
+    h, w, rows = 300, 451, []
+    for level, k in zip(range(2, 6), (4, 2, 2, 2)):
+        h, w = (h - k) // k + 1, (w - k) // k + 1
+        rows.append(f"{level:>5} {2 ** level:>6}")
+        assert f"{h} x {w}" in out
+    assert all(r in out for r in rows)
+    image = cv2.imread(str(tmp_path / "features.png"))
+    assert image is not None and image.shape[0] == 256 + 28 and image.shape[2] == 3
+    assert image.std() > 10  # not a blank picture
+
+
+def test_pca_rgb_first_channel_follows_main_direction():
+    rng = np.random.default_rng(0)
+    latent = rng.standard_normal((20, 30))
+    direction = rng.standard_normal(16)
+    feats = latent[..., None] * direction * 10 + rng.standard_normal((20, 30, 16)) * 0.1
+    rgb = pca_rgb(feats)
+    assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
+    r = np.corrcoef(rgb[..., 0].ravel().astype(float), latent.ravel())[0, 1]
+    assert abs(r) > 0.95
