@@ -8,10 +8,7 @@ import argparse
 import os
 from importlib import resources
 
-import numpy as np
-import tf_keras
-
-from convnext_tf.backbones import ConvNeXtConfig, create_model, preprocess_input, stage_output_names
+from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, preprocess_input
 from convnext_tf.tasks.visualize import panel_row, pca_rgb, read_rgb, write_rgb
 
 
@@ -28,10 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     image = read_rgb(args.image)
-    model = create_model(args.model, input_shape=(None, None, 3), include_top=False, weights=args.weights)
-    names = stage_output_names(ConvNeXtConfig.from_name(args.model))
-    extractor = tf_keras.Model(model.inputs, [model.get_layer(n).output for n in names])
-    features = [f.numpy()[0] for f in extractor(preprocess_input(image[None]), training=False)]
+    cfg = ConvNeXtConfig.from_name(args.model)
+    backbone = ConvNeXtBackbone(cfg.size, cfg.version, output_norm=False, weights=args.weights)
+    features = [f.numpy()[0] for f in backbone(preprocess_input(image[None]), training=False).values()]
 
     print(f"{args.model} ({'weights ' + args.weights if args.weights else 'random weights'}) "
           f"on {os.path.basename(args.image)} {image.shape[1]}x{image.shape[0]}")
