@@ -70,7 +70,22 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (rf"^hidden_states_norms\.stage{_B}\.", lambda m: f"output_norms.{int(m.group(1)) + 1}."),
     ],
 }
-_HF_PREFIXES = ("convnext.", "convnextv2.", "backbone.")
+# Segmentation heads, in Hugging Face's UperNetForSemanticSegmentation and mmseg's key names;
+# they come after the backbone's keys in any format.
+_HEAD_RULES = [
+    (rf"^decode_head\.psp_modules\.{_B}\.1\.conv\.", r"neck.ppm.\1.conv."),
+    (rf"^decode_head\.psp_modules\.{_B}\.1\.(batch_norm|bn)\.", r"neck.ppm.\1.bn."),
+    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.conv\.", r"neck.\1.conv."),
+    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.(batch_norm|bn)\.", r"neck.\1.bn."),
+    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.conv\.", r"neck.\1.\2.conv."),
+    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.(batch_norm|bn)\.", r"neck.\1.\2.bn."),
+    (r"^decode_head\.(classifier|conv_seg)\.", "decode_head.classifier."),
+    (rf"^auxiliary_head\.convs\.{_B}\.conv\.", r"aux_head.convs.\1.conv."),
+    (rf"^auxiliary_head\.convs\.{_B}\.(batch_norm|bn)\.", r"aux_head.convs.\1.bn."),
+    (r"^auxiliary_head\.(classifier|conv_seg)\.", "aux_head.classifier."),
+]
+# Wrappers around a backbone's own keys: DDP, transformers' base models, segmentation models.
+_PREFIXES = ("module.", "convnext.", "convnextv2.", "backbone.")
 
 
 @dataclasses.dataclass
@@ -103,9 +118,16 @@ def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, Any]:
     return dict(state_dict)
 
 
+def _strip(key: str) -> str:
+    for prefix in _PREFIXES:
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    return key
+
+
 def detect_format(keys) -> str:
     """'official', 'timm', 'hf' or 'keras' from the key names of a state dict."""
-    keys = list(keys)
+    keys = [_strip(k) for k in keys]
     if any(k.startswith("downsample_layers.") for k in keys):
         return "official"
     if any(k.startswith("stem.0.") for k in keys):
@@ -121,12 +143,8 @@ def detect_format(keys) -> str:
 
 
 def _rename(key: str, fmt: str) -> str | None:
-    if fmt == "hf":
-        for prefix in _HF_PREFIXES:
-            if key.startswith(prefix):
-                key = key[len(prefix) :]
-                break
-    for pattern, repl in _RULES[fmt]:
+    key = _strip(key)
+    for pattern, repl in _RULES[fmt] + _HEAD_RULES:
         new, n = re.subn(pattern, repl, key)
         if n:
             return new
@@ -149,6 +167,9 @@ def _keras_value(layer: tf_keras.layers.Layer, param: str, value: np.ndarray) ->
                 value = value[:, :, 0, 0]
             return "kernel", value.T if value.ndim == 2 else value
         return ("bias", value) if param == "bias" else None
+    if isinstance(layer, tf_keras.layers.BatchNormalization):
+        name = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+        return (name[param], value) if param in name else None
     if isinstance(layer, (LayerNorm, GRN, LayerScale)):
         name = {"weight": "gamma", "bias": "beta"}.get(param)
         if name is None or (isinstance(layer, LayerScale) and name != "gamma"):

@@ -35,13 +35,13 @@ def _build_tf(contestant: str, size: int, precision: str, features: bool):
     if contestant.startswith("convnext_tf"):
         import tf_keras
 
-        from convnext_tf.backbones import ConvNeXtConfig, create_model, stage_output_names
+        from convnext_tf.backbones import ConvNeXtBackbone, create_model
 
         tf_keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
-        model = create_model("convnext_tiny", input_shape=(size, size, 3), include_top=not features)
-        if features:
-            names = stage_output_names(ConvNeXtConfig.from_name("convnext_tiny"))
-            model = tf_keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+        if features:  # raw stage outputs, as the peers give
+            model = ConvNeXtBackbone("tiny", output_norm=False)
+        else:
+            model = create_model("convnext_tiny", input_shape=(size, size, 3))
         tf_keras.mixed_precision.set_global_policy("float32")
     else:
         keras = __import__("keras" if contestant == "keras3_apps" else "tf_keras")
@@ -50,7 +50,9 @@ def _build_tf(contestant: str, size: int, precision: str, features: bool):
             weights=None, include_top=not features, include_preprocessing=False, input_shape=(size, size, 3)
         )
         if features:  # stage outputs: the inputs of the three downsamplers, and the last map
-            outs = [model.get_layer(f"convnext_tiny_downsampling_block_{i}").input for i in range(3)]
+            downs = [model.get_layer(f"convnext_tiny_downsampling_block_{i}") for i in range(3)]
+            # tf_keras: the input of the call in this model, not the nested Sequential's own Input
+            outs = [d.get_input_at(len(d.inbound_nodes) - 1) if hasattr(d, "get_input_at") else d.input for d in downs]
             model = keras.Model(model.inputs, outs + [model.output])
         keras.mixed_precision.set_global_policy("float32")
     fn = tf.function(lambda x: model(x, training=False), jit_compile=contestant.endswith("_xla"))
@@ -97,7 +99,8 @@ def worker(contestant: str, conn) -> None:
 
                     tf_fn = _build_tf(contestant, size, precision, features)
                     x = tf.random.normal((batch, size, size, 3))
-                    fn = lambda: tf.nest.map_structure(lambda t: t.numpy(), tf_fn(x))  # noqa: E731
+                    def fn(tf_fn=tf_fn, x=x):  # bind now: later scenarios rebind these names
+                        return tf.nest.map_structure(lambda t: t.numpy(), tf_fn(x))
                 fn()
                 fn()  # trace, compile, warm caches
                 built[scenario] = fn

@@ -57,3 +57,42 @@ def panel_row(images: list[np.ndarray], titles: list[str], height: int = 256, ga
     for tile in tiles[1:]:
         row += [spacer, tile]
     return np.concatenate(row, axis=1)
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (n, 3) uint8: label bits spread over the high bits of R, G, B."""
+    labels = np.arange(n)
+    palette = np.zeros((n, 3), np.int64)
+    for shift in range(8):
+        for channel in range(3):
+            palette[:, channel] |= ((labels >> (3 * shift + channel)) & 1) << (7 - shift)
+    return palette.astype(np.uint8)
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray | None = None) -> np.ndarray:
+    """An (H, W) label map as uint8 RGB (H, W, 3), by default with the VOC palette."""
+    palette = voc_palette() if palette is None else np.asarray(palette, np.uint8)
+    labels = np.asarray(labels)
+    if labels.min() < 0 or labels.max() >= len(palette):
+        raise ValueError(f"labels must lie in 0..{len(palette) - 1} for this palette; got {labels.min()}..{labels.max()}.")
+    return palette[labels]
+
+
+def overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    alpha: float = 0.5,
+    palette: np.ndarray | None = None,
+    ignore_label: int | None = 255,
+) -> np.ndarray:
+    """Blend the coloured label map over a uint8 RGB image: (1 - alpha) image + alpha colour.
+
+    Pixels labelled `ignore_label` keep the image's colour.
+    """
+    image = np.asarray(image, np.uint8)
+    if image.shape[:2] != np.shape(labels):
+        raise ValueError(f"image {image.shape[:2]} and labels {np.shape(labels)} differ in size.")
+    blended = cv2.addWeighted(image, 1.0 - alpha, colorize(labels, palette), alpha, 0.0)
+    if ignore_label is not None:
+        blended[np.asarray(labels) == ignore_label] = image[np.asarray(labels) == ignore_label]
+    return blended

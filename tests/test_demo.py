@@ -30,3 +30,31 @@ def test_pca_rgb_first_channel_follows_main_direction():
     assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
     r = np.corrcoef(rgb[..., 0].ravel().astype(float), latent.ravel())[0, 1]
     assert abs(r) > 0.95
+
+
+def test_voc_palette_known_colours():
+    from convnext_tf.tasks.visualize import voc_palette
+
+    p = voc_palette()
+    # colours of the PASCAL VOC devkit: background, aeroplane, bicycle, bird, boat, person, void
+    known = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128),
+             15: (192, 128, 128), 255: (224, 224, 192)}
+    for label, rgb in known.items():
+        assert tuple(p[label]) == rgb
+
+
+def test_overlay_pixels():
+    from convnext_tf.tasks.visualize import colorize, overlay
+
+    image = np.array([[[100, 50, 200], [10, 20, 30]], [[255, 255, 255], [0, 0, 0]]], np.uint8)
+    labels = np.array([[1, 0], [255, 2]])
+    assert colorize(labels)[0, 0].tolist() == [128, 0, 0]
+    out = overlay(image, labels, alpha=0.25)
+    assert out[0, 0].tolist() == [round(0.75 * 100 + 0.25 * 128), round(0.75 * 50), round(0.75 * 200)]
+    assert out[0, 1].tolist() == [round(0.75 * 10), 15, round(0.75 * 30)]  # label 0 is black
+    assert out[1, 0].tolist() == [255, 255, 255]  # ignored pixel keeps the image
+    assert out[1, 1].tolist() == [0, 32, 0]
+    import pytest
+
+    with pytest.raises(ValueError, match="differ in size"):
+        overlay(image, labels[:1])

@@ -1,0 +1,133 @@
+"""Necks and segmentation models: HF UperNet parity, any input size, sliding inference, training."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+import torch
+from reference import hf_config, randomize, to_nhwc
+from transformers import UperNetConfig, UperNetForSemanticSegmentation
+
+from convnext_tf.backbones import ConvNeXtBackbone, load_state_dict
+from convnext_tf.necks import FPN, AdaptiveAvgPool, UperNet
+from convnext_tf.tasks.segmentation import build_segmentation_model, predict_sliding, segmentation_loss
+
+
+def hf_upernet(name, num_labels=5, hidden_size=64, aux_channels=32, seed=0):
+    backbone = hf_config(name, out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = UperNetConfig(backbone_config=backbone, num_labels=num_labels, hidden_size=hidden_size,
+                           auxiliary_channels=aux_channels)
+    config.backbone_config.hidden_sizes = list(backbone.hidden_sizes)  # transformers 5.24 needs a list here
+    return randomize(UperNetForSemanticSegmentation(config), seed).eval()
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
+def test_upernet_parity_with_hugging_face(name):
+    ref = hf_upernet(name)
+    version = "v2" if "v2" in name else "v1"
+    model = build_segmentation_model(ConvNeXtBackbone("atto", version), 5, channels=64, aux_channels=32)
+    result = load_state_dict(model, ref.state_dict())
+    assert not result.missing and not result.unexpected and not result.skipped
+    rng = np.random.default_rng(0)
+    for h, w in ((512, 512), (375, 500)):
+        x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
+        with torch.no_grad():
+            out = ref(torch.from_numpy(x))
+            feats = ref.backbone(torch.from_numpy(x)).feature_maps
+            aux = ref.auxiliary_head(feats)
+        expected = to_nhwc(out.logits)
+        got = model(x.transpose(0, 2, 3, 1)).numpy()
+        assert got.shape == expected.shape == (1, h, w, 5)
+        assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected)), f"{h}x{w}"
+        ours_aux = model.aux_head(model.backbone(x.transpose(0, 2, 3, 1))["4"]).numpy()
+        assert np.max(np.abs(ours_aux - to_nhwc(aux))) <= 1e-4 * np.max(np.abs(to_nhwc(aux)))
+
+
+@pytest.mark.parametrize("h,w,bins", [(7, 7, 6), (23, 31, 6), (12, 5, 3), (1, 1, 2), (15, 11, 1)])
+def test_adaptive_pool_equals_pytorch(h, w, bins):
+    x = np.random.default_rng(0).standard_normal((2, h, w, 3)).astype(np.float32)
+    expected = torch.nn.AdaptiveAvgPool2d(bins)(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    np.testing.assert_allclose(AdaptiveAvgPool(bins)(x).numpy(), expected.transpose(0, 2, 3, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("neck", ["upernet", "fpn"])
+def test_any_input_size_and_custom_input_tensor(neck):
+    images = tf_keras.Input((None, None, 3))
+    x = tf_keras.layers.Rescaling(1 / 127.5, offset=-1)(images)
+    model = build_segmentation_model(ConvNeXtBackbone("atto", input_tensor=x), 3, neck=neck, channels=32)
+    for h, w in ((512, 512), (375, 500), (333, 517), (768, 1024), (32, 32)):
+        assert model(np.zeros((1, h, w, 3), np.float32)).shape == (1, h, w, 3)
+    train_out = model(np.zeros((2, 96, 80, 3), np.float32), training=True)
+    assert set(train_out) == {"logits", "aux_logits"} and train_out["aux_logits"].shape == (2, 96, 80, 3)
+    no_aux = build_segmentation_model("convnext_atto", 3, neck=neck, aux_head=False, channels=32)
+    assert no_aux(np.zeros((1, 64, 64, 3), np.float32), training=True).shape == (1, 64, 64, 3)
+
+
+def test_fpn_levels_and_extra_levels():
+    backbone = ConvNeXtBackbone("atto")
+    fpn = FPN(backbone.output_specs, min_level=3, max_level=7, num_filters=16)
+    out = fpn(backbone(np.zeros((1, 375, 500, 3), np.float32)))
+    assert {k: tuple(v.shape[1:3]) for k, v in out.items()} == {
+        "3": (46, 62), "4": (23, 31), "5": (11, 15), "6": (6, 8), "7": (3, 4)
+    }
+    assert all(v.shape[-1] == 16 for v in out.values())
+
+
+def test_sliding_inference():
+    model = build_segmentation_model("convnext_atto", 4, channels=32)
+    image = np.random.default_rng(0).standard_normal((100, 140, 3)).astype(np.float32)
+    whole = model(image[None]).numpy()[0]
+    np.testing.assert_allclose(predict_sliding(model, image, crop_size=160, stride=100), whole, rtol=1e-5, atol=1e-5)
+    # overlapping crops: the average of each crop's logits where they overlap (computed here by hand)
+    slid = predict_sliding(model, image, crop_size=96, stride=64)
+    crops = [(0, 0), (0, 44), (4, 0), (4, 44)]  # rows 0..96 and 4..100, columns 0..96 and 44..140
+    total, count = np.zeros((100, 140, 4)), np.zeros((100, 140, 1))
+    for y, x in crops:
+        total[y:y + 96, x:x + 96] += model(image[None, y:y + 96, x:x + 96]).numpy()[0]
+        count[y:y + 96, x:x + 96] += 1
+    np.testing.assert_allclose(slid, total / count, rtol=1e-5, atol=1e-5)
+
+
+def test_loss_ignores_255():
+    logits = tf.constant(np.random.default_rng(0).standard_normal((1, 2, 2, 3)), tf.float32)
+    labels = tf.constant([[[0, 255], [2, 1]]])
+    p = tf.nn.log_softmax(logits).numpy()[0]
+    expected = -(p[0, 0, 0] + p[1, 0, 2] + p[1, 1, 1]) / 3
+    np.testing.assert_allclose(segmentation_loss(labels, logits).numpy(), expected, rtol=1e-6)
+
+
+def test_training_drives_loss_down():
+    tf.random.set_seed(0)
+    rng = np.random.default_rng(0)
+    labels = np.zeros((2, 64, 64), np.int32)  # 3 regions: left, top right, bottom right
+    labels[:, :, 32:] = 1
+    labels[:, 32:, 32:] = 2
+    labels[1] = labels[1, :, ::-1]
+    colours = np.array([[-0.8, 0.2, 0.5], [0.6, -0.5, 0.1], [0.1, 0.7, -0.6]], np.float32)
+    images = colours[labels] + rng.normal(0, 0.2, (2, 64, 64, 3)).astype(np.float32)
+    labels[:, :4] = 255  # an ignored band
+    model = build_segmentation_model("convnext_atto", 3, channels=32)
+    model.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
+    history = model.fit(images, labels, batch_size=2, epochs=40, verbose=0).history["loss"]
+    assert history[-1] < 0.5 * history[0], history[::8]
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"num_classes": 0}, "num_classes must be a positive integer"),
+        ({"neck": "aspp"}, r"neck must be one of \['fpn', 'upernet'\]"),
+        ({"backbone": ConvNeXtBackbone("atto", max_level=4)}, r"lacks levels \['5'\]"),
+    ],
+)
+def test_bad_arguments(kwargs, match):
+    args = {"backbone": "convnext_atto", "num_classes": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        build_segmentation_model(**args)
+
+
+def test_small_images_and_missing_levels():
+    model = build_segmentation_model("convnext_atto", 3, channels=16)
+    with pytest.raises(ValueError, match="images height is 16, but segmentation needs at least 32 pixels"):
+        model(np.zeros((1, 16, 64, 3), np.float32))
+    with pytest.raises(ValueError, match=r"gives levels \['3', '4'\], but the neck needs \['2', '5'\]"):
+        UperNet({"3": tf.TensorShape([None, None, None, 8]), "4": tf.TensorShape([None, None, None, 8])})
