@@ -1,4 +1,5 @@
 """ConvNeXt V1 and V2 in tf_keras: model builders, layers and weight loading."""
+from . import catalogue, hub
 from .backbone import ConvNeXtBackbone
 from .config import MODEL_NAMES, ConvNeXtConfig
 from .convnext_v1 import (

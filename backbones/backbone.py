@@ -27,7 +27,8 @@ class ConvNeXtBackbone(tf_keras.Model):
       drop_path_rate: stochastic depth of the last block (linear rule from 0).
       layer_scale_init_value: V1 layer scale (default 1e-6).
       frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages < k.
-      weights: checkpoint path (any format `load_weights` reads); a classifier's head is ignored.
+      weights: a published checkpoint's name ('imagenet_1k', ...) or a checkpoint path (any format
+        `load_weights` reads); a classifier's head is ignored.
       kernel_regularizer: applied to every convolution and dense kernel.
     """
 
@@ -98,9 +99,10 @@ class ConvNeXtBackbone(tf_keras.Model):
             if _stage_of(layer.name) < frozen_stages:
                 layer.trainable = False
         if weights:
+            from .hub import resolve
             from .weights import load_weights
 
-            load_weights(self, weights)
+            load_weights(self, resolve(weights, cfg.name, x.shape[1]))
 
     @property
     def output_specs(self) -> dict[str, tf.TensorShape]:

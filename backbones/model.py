@@ -131,7 +131,9 @@ def build_convnext(
       drop_path_rate: stochastic depth rate of the last block (linear rule from 0).
       layer_scale_init_value: initial layer scale (V1 only; default 1e-6, 0 disables it).
       head_init_scale: factor on the head's initial weights.
-      weights: None (random) or a checkpoint path (.pth/.pt/.bin, .safetensors, .h5).
+      weights: None (random), a published checkpoint's name ('imagenet_1k', 'imagenet_22k', ...,
+        see `catalogue`; the resolution follows the input height) or a checkpoint path
+        (.pth/.pt/.bin, .safetensors, .h5).
       skip_head: when loading `weights`, leave the head as initialised (a 22k head, say).
       name: Keras name of the model (default: the variant's name).
     Inputs are images normalised with the ImageNet mean and std (see `preprocess_input`).
@@ -162,9 +164,10 @@ def build_convnext(
         y = tf_keras.layers.GlobalMaxPooling2D(name="pool")(y)
     model = tf_keras.Model(inputs, y, name=name or variant)
     if weights is not None:
+        from .hub import resolve
         from .weights import load_weights
 
-        load_weights(model, weights, skip_head=skip_head)
+        load_weights(model, resolve(weights, variant, x.shape[1]), skip_head=skip_head)
     return model
 
 

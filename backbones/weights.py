@@ -321,7 +321,10 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
             group = root[layer]
             for weight in group.attrs["weight_names"]:
                 weight = weight.decode() if isinstance(weight, bytes) else weight
-                out[f"{layer}/{weight.split('/')[-1].split(':')[0]}"] = np.asarray(group[weight])
+                # 'stem.conv/kernel:0'; a nested model's group holds its layers' full names
+                parts = weight.split(":")[0].split("/")
+                key = "/".join(parts[-2:]) if len(parts) > 1 else f"{layer}/{parts[0]}"
+                out[key] = np.asarray(group[weight])
     return out
 
 
@@ -331,9 +334,11 @@ def load_weights(model: tf_keras.Model, path: str | os.PathLike, strict: bool = 
 
 
 def save_weights(model: tf_keras.Model, path: str | os.PathLike) -> None:
-    """Write `model`'s weights to a Keras .weights.h5 file atomically (temp file, then rename)."""
+    """Write `model`'s weights to a Keras .h5 file atomically (a temporary file, then a rename)."""
+    from .hub import temp_beside
+
     path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}.h5"
+    tmp = temp_beside(path, ".h5")
     try:
         model.save_weights(tmp)
         os.replace(tmp, path)

@@ -129,8 +129,8 @@ def build_segmentation_model(
       neck: 'upernet' (mmseg's UPerHead, 512 channels) or 'fpn' (256 channels, Semantic FPN fusion).
       aux_head: add the auxiliary FCN head on level 4 (used in training only).
       channels: neck width (default 512 for UperNet, 256 for FPN).
-      weights: checkpoint of the whole model (Hugging Face `UperNetForSemanticSegmentation` or mmseg
-        keys, or a Keras file of this model).
+      weights: 'ade20k' (the openmmlab UperNet checkpoints, 150 classes) or a checkpoint file of the
+        whole model (Hugging Face `UperNetForSemanticSegmentation` or mmseg keys, or a Keras file).
     """
     if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
@@ -159,8 +159,9 @@ def build_segmentation_model(
     model(tf.zeros([1, 64, 64, 3]))  # create the variables
     if weights:
         from convnext_tf.backbones import load_weights
+        from convnext_tf.backbones.hub import resolve
 
-        load_weights(model, weights)
+        load_weights(model, resolve(weights, f"upernet_{backbone.convnext_config.name}", 512))
     return model
 
 

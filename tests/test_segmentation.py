@@ -131,3 +131,14 @@ def test_small_images_and_missing_levels():
         model(np.zeros((1, 16, 64, 3), np.float32))
     with pytest.raises(ValueError, match=r"gives levels \['3', '4'\], but the neck needs \['2', '5'\]"):
         UperNet({"3": tf.TensorShape([None, None, None, 8]), "4": tf.TensorShape([None, None, None, 8])})
+
+
+def test_keras_weights_file_round_trip(tmp_path):
+    from convnext_tf.backbones import save_weights
+
+    model = build_segmentation_model(ConvNeXtBackbone("atto", version="v2"), 3, channels=16)
+    load_state_dict(model, hf_upernet("convnextv2_atto", num_labels=3, hidden_size=16, aux_channels=256).state_dict())
+    save_weights(model, tmp_path / "seg.weights.h5")
+    again = build_segmentation_model("convnextv2_atto", 3, channels=16, weights=str(tmp_path / "seg.weights.h5"))
+    x = np.random.default_rng(0).standard_normal((1, 96, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(again(x).numpy(), model(x).numpy())

@@ -1,0 +1,149 @@
+"""The `convnext-tf` command: `convert` checkpoints to Keras, `eval-imagenet` models.
+
+    convnext-tf convert SRC --model convnext_tiny [--out FILE] [--verify]
+    convnext-tf eval-imagenet --data DIR --model convnext_tiny --weights imagenet_1k [--batch-size 64]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+
+def _head_classes(state_dict) -> int:
+    """Number of classes of a state dict's classifier, 0 without one."""
+    from convnext_tf.backbones.weights import _rename, _unwrap, detect_format
+
+    state_dict = _unwrap(state_dict)
+    fmt = detect_format(state_dict)
+    for key, value in state_dict.items():
+        if (key if fmt == "keras" else _rename(key, fmt)) in ("head.fc.bias", "head.fc/bias"):
+            return int(np.shape(value)[0])
+    return 0
+
+
+def to_hf_state_dict(model) -> dict:
+    """Our classifier's weights under Hugging Face transformers' names and PyTorch layouts."""
+    from convnext_tf.backbones.weights import model_variables
+
+    prefix = "convnextv2" if any(k.endswith(".grn/gamma") for k in model_variables(model)) else "convnext"
+    out = {}
+    for key, var in model_variables(model).items():
+        layer, weight = key.split("/")
+        value = var.numpy()
+        if weight == "depthwise_kernel":
+            value = value.transpose(2, 3, 0, 1)
+        elif weight == "kernel":
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        parts = layer.split(".")
+        param = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}[weight]
+        if layer == "stem.conv":
+            name = f"{prefix}.embeddings.patch_embeddings.{param}"
+        elif layer == "stem.norm":
+            name = f"{prefix}.embeddings.layernorm.{param}"
+        elif layer == "head.norm":
+            name = f"{prefix}.layernorm.{param}"
+        elif layer == "head.fc":
+            name = f"classifier.{param}"
+        elif parts[2] == "downsample":
+            name = f"{prefix}.encoder.stages.{parts[1]}.downsampling_layer.{0 if parts[3] == 'norm' else 1}.{param}"
+        else:
+            sub = {"norm": "layernorm", "layer_scale": "layer_scale_parameter"}.get(parts[4], parts[4])
+            base = f"{prefix}.encoder.stages.{parts[1]}.layers.{parts[3]}.{sub}"
+            name = base if sub == "layer_scale_parameter" else f"{base}.{param}"
+            if sub == "grn":
+                value = value.reshape(1, 1, 1, -1)
+        out[name] = value
+    return out
+
+
+def verify(model, name: str) -> float:
+    """Max |ours - PyTorch| / max |PyTorch| of the logits on a random batch (needs torch, transformers)."""
+    import torch
+    from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification
+
+    from convnext_tf.backbones import ConvNeXtConfig
+
+    cfg = ConvNeXtConfig.from_name(name)
+    v2 = cfg.version == "v2"
+    config = (ConvNextV2Config if v2 else ConvNextConfig)(
+        depths=list(cfg.depths), hidden_sizes=list(cfg.dims), layer_norm_eps=1e-6, num_labels=model.output_shape[-1]
+    )
+    ref = (ConvNextV2ForImageClassification if v2 else ConvNextForImageClassification)(config).eval()
+    ref.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_hf_state_dict(model).items()})
+    x = np.random.default_rng(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy()
+    return float(np.max(np.abs(model(x, training=False).numpy() - expected)) / np.max(np.abs(expected)))
+
+
+def convert(args) -> None:
+    from convnext_tf.backbones import build_convnext, catalogue, hub, load_state_dict, read_checkpoint, save_weights
+
+    out = args.out
+    if catalogue.is_name(args.src):
+        path = hub.pretrained(args.model, args.src, args.resolution)
+        state_dict = read_checkpoint(path)
+        what = f"{args.src} ({catalogue.find(args.model, args.src, args.resolution).url})"
+        out = out or os.path.basename(path)
+    else:
+        state_dict = read_checkpoint(args.src)
+        what = args.src
+        out = out or os.path.splitext(os.path.basename(args.src))[0] + ".weights.h5"
+    classes = _head_classes(state_dict)
+    model = build_convnext(args.model, input_shape=(None, None, 3), include_top=classes > 0, classes=max(classes, 1))
+    result = load_state_dict(model, state_dict)
+    save_weights(model, out)
+    print(f"converted {what}\n  model {args.model}, {len(result.loaded)} arrays, "
+          f"{'head of ' + str(classes) + ' classes' if classes else 'no head'}"
+          f"{', skipped ' + str(len(result.skipped)) if result.skipped else ''}\n  wrote {out}")
+    if args.verify:
+        if not classes:
+            print("  --verify needs a checkpoint with a classifier head; skipped")
+        else:
+            print(f"  max relative difference to the PyTorch reference: {verify(model, args.model):.2e}")
+
+
+def eval_imagenet(args) -> None:
+    from convnext_tf.backbones import create_model
+    from convnext_tf.tasks import imagenet
+
+    model = create_model(args.model, input_shape=(args.resolution, args.resolution, 3), weights=args.weights)
+    results = imagenet.evaluate(model, args.data, args.annotations, args.resolution, args.batch_size)
+    results.update(model=args.model, weights=args.weights)
+    imagenet.write_json(results, args.out)
+    print(f"{args.model} ({args.weights}) at {args.resolution}: top-1 {results['top1']:.2f}%, "
+          f"top-5 {results['top5']:.2f}% on {results['images']} images; wrote {args.out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="convnext-tf", description="ConvNeXt for TensorFlow")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="convert a checkpoint (file or catalogue name) to Keras .weights.h5")
+    c.add_argument("src", help="a .pth/.pt/.bin/.safetensors file, or a name such as imagenet_1k")
+    c.add_argument("--model", required=True, help="variant, e.g. convnext_tiny")
+    c.add_argument("--out", help="output .weights.h5 (written atomically)")
+    c.add_argument("--resolution", type=int, default=None, help="for catalogue names: 224, 384 or 512")
+    c.add_argument("--verify", action="store_true", help="compare with the PyTorch reference (needs torch)")
+    c.set_defaults(func=convert)
+    e = sub.add_parser("eval-imagenet", help="top-1/top-5 on the ImageNet validation set")
+    e.add_argument("--data", required=True, help="ILSVRC2012 val images (with XML annotations) or class folders")
+    e.add_argument("--annotations", default=None, help="folder of the val XML annotations (default: --data)")
+    e.add_argument("--model", required=True)
+    e.add_argument("--weights", default="imagenet_1k")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--resolution", type=int, default=224)
+    e.add_argument("--out", default="imagenet_results.json")
+    e.set_defaults(func=eval_imagenet)
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, OSError, ImportError) as err:
+        print(f"convnext-tf: error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
