@@ -158,3 +158,24 @@ def test_404_and_refused_connection_say_url_cache_and_local_file(server, tmp_pat
     with pytest.raises(hub.DownloadError, match="refused"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
     assert cached_files(tmp_path) == []
+
+
+def test_upernet_ade20k_by_name(tmp_path, monkeypatch):
+    """The openmmlab UperNet checkpoints are in Hugging Face's format; 'ade20k' loads them."""
+    from test_segmentation import hf_upernet
+
+    from convnext_tf.tasks.segmentation import build_segmentation_model
+
+    ckpt = catalogue.find("upernet_convnext_tiny", "ade20k")
+    ref = hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256)
+    srv = Server({ckpt.path: torch_bytes(ref.state_dict())})
+    monkeypatch.setenv(catalogue.BASE_URL_ENV, srv.url)
+    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "cache"))
+    try:
+        model = build_segmentation_model("convnext_tiny", 150, weights="ade20k")
+    finally:
+        srv.close()
+    x = np.random.default_rng(0).standard_normal((1, 96, 128, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy().transpose(0, 2, 3, 1)
+    assert np.max(np.abs(model(x).numpy() - expected)) <= 1e-4 * np.max(np.abs(expected))
