@@ -1,7 +1,6 @@
 """FPN whose top-down path resizes to the exact size of the level below, so any input size works."""
 from __future__ import annotations
 
-import tensorflow as tf
 import tf_keras
 
 from .ops import PyramidModel, ResizeLike, pyramid_inputs

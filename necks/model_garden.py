@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional
 
-import tf_keras
 from official.modeling import hyperparams
 from official.vision.configs import decoders as decoders_cfg
 from official.vision.modeling.decoders import factory

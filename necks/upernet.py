@@ -1,7 +1,6 @@
 """UperNet neck: mmsegmentation's UPerHead without its classifier."""
 from __future__ import annotations
 
-import tensorflow as tf
 import tf_keras
 
 from .ops import AdaptiveAvgPool, PyramidModel, ResizeLike, conv_bn_relu, pyramid_inputs

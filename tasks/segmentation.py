@@ -29,13 +29,9 @@ def decode_head(neck: tf_keras.Model, num_classes: int, dropout_rate: float = 0.
     inputs = pyramid_inputs(neck.output_specs, sorted(neck.output_specs, key=int))
     levels = sorted(inputs, key=int)
     if isinstance(neck, FPN):
-        low = None
-        fused = []
-        for level in levels:
-            x = conv_bn_relu(inputs[level], channels, 3, f"decode_head.scale_heads.{level}")
-            low = x if low is None else low
-            fused.append(x if x is low else ResizeLike(name=f"decode_head.resize.{level}")([x, low]))
-        x = tf_keras.layers.Add(name="decode_head.sum")(fused) if len(fused) > 1 else fused[0]
+        maps = [conv_bn_relu(inputs[l], channels, 3, f"decode_head.scale_heads.{l}") for l in levels]
+        maps = maps[:1] + [ResizeLike(name=f"decode_head.resize.{l}")([m, maps[0]]) for l, m in zip(levels[1:], maps[1:])]
+        x = tf_keras.layers.Add(name="decode_head.sum")(maps) if len(maps) > 1 else maps[0]
     else:
         x = inputs[levels[0]]
     return tf_keras.Model(inputs, _classifier(x, num_classes, dropout_rate, "decode_head"), name="decode_head")

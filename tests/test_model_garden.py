@@ -2,7 +2,6 @@
 import importlib
 
 import numpy as np
-import pytest
 import tensorflow as tf
 import tf_keras
 from official.vision.configs import decoders as decoders_cfg
