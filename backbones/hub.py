@@ -8,6 +8,7 @@ nothing under the final name.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import tempfile
 import urllib.error
@@ -72,7 +73,7 @@ def download(ckpt: Checkpoint, progress: bool = True) -> str:
             raise DownloadError(f"{hint} The file's sha256 differs from the published {ckpt.sha256}; it was deleted.")
         os.replace(tmp, path)
         return path
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
         if isinstance(e, DownloadError):
             raise
         raise DownloadError(f"{hint} ({type(e).__name__}: {e})") from e
