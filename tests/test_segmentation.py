@@ -142,3 +142,18 @@ def test_keras_weights_file_round_trip(tmp_path):
     again = build_segmentation_model("convnextv2_atto", 3, channels=16, weights=str(tmp_path / "seg.weights.h5"))
     x = np.random.default_rng(0).standard_normal((1, 96, 64, 3)).astype(np.float32)
     np.testing.assert_array_equal(again(x).numpy(), model(x).numpy())
+
+
+@pytest.mark.parametrize("policy,eps", [("mixed_float16", 2.0**-10), ("mixed_bfloat16", 2.0**-7)])
+def test_segmentation_under_mixed_precision(policy, eps):
+    x = np.random.default_rng(0).standard_normal((1, 96, 128, 3)).astype(np.float32)
+    ref = hf_upernet("convnext_atto", num_labels=3, hidden_size=32)
+    model = build_segmentation_model("convnext_atto", 3, channels=32, aux_channels=32)
+    load_state_dict(model, ref.state_dict())
+    expected = model(x).numpy()
+    tf_keras.mixed_precision.set_global_policy(policy)
+    mixed = build_segmentation_model("convnext_atto", 3, channels=32, aux_channels=32)
+    load_state_dict(mixed, ref.state_dict())
+    out = mixed(x)
+    assert out.dtype == tf.float32 and mixed.neck.get_layer("neck.bottleneck.conv").compute_dtype == policy.split("_")[1]
+    assert np.max(np.abs(out.numpy() - expected)) <= 5 * eps * np.max(np.abs(expected))  # as the backbone's bound
