@@ -23,7 +23,7 @@ bench: $(STAMP)
 	$(PY) bench/bench.py
 
 demo: $(STAMP)
-	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) --out out
+	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(SEG_WEIGHTS),--segmentation-weights $(SEG_WEIGHTS)) --out out
 
 clean:
 	rm -rf $(VENV) out *.egg-info

@@ -1,6 +1,10 @@
-"""`make demo`: multi-scale ConvNeXt features of a real photo, printed and drawn as a PNG.
+"""`make demo`: multi-scale ConvNeXt features of a real photo and a UperNet segmentation of it.
 
-    python -m convnext_tf.tasks.demo [--model convnext_tiny] [--weights PATH] [--image PATH] [--out out]
+    python -m convnext_tf.tasks.demo [--model convnext_tiny] [--weights NAME|PATH]
+        [--segmentation-weights ade20k|PATH] [--image PATH] [--out out]
+
+Writes `features.png` (each stage's first three principal components as RGB) and
+`segmentation.png` (UperNet's labels over the photo, at the photo's own size).
 """
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import os
 from importlib import resources
 
 from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, preprocess_input
-from convnext_tf.tasks.visualize import panel_row, pca_rgb, read_rgb, write_rgb
+from convnext_tf.tasks.segmentation import build_segmentation_model
+from convnext_tf.tasks.visualize import overlay, panel_row, pca_rgb, read_rgb, write_rgb
 
 
 def default_image() -> str:
@@ -19,7 +24,8 @@ def default_image() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="convnext_tiny")
-    parser.add_argument("--weights", default=None, help="checkpoint path (random weights if omitted)")
+    parser.add_argument("--weights", default=None, help="checkpoint name or path (random weights if omitted)")
+    parser.add_argument("--segmentation-weights", default=None, help="'ade20k' or an UperNet checkpoint path")
     parser.add_argument("--image", default=default_image())
     parser.add_argument("--out", default="out")
     args = parser.parse_args(argv)
@@ -39,6 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     path = os.path.join(args.out, "features.png")
     write_rgb(path, panel_row(panels, titles))
     print(f"wrote {path} (first three principal components of each stage as RGB)")
+
+    # UperNet checkpoints hold their own backbone; otherwise the backbone gets --weights
+    seg_backbone = args.model if args.segmentation_weights else ConvNeXtBackbone(cfg.size, cfg.version, weights=args.weights)
+    seg = build_segmentation_model(seg_backbone, 150, weights=args.segmentation_weights)
+    labels = seg(preprocess_input(image[None]), training=False).numpy()[0].argmax(-1)
+    path = os.path.join(args.out, "segmentation.png")
+    write_rgb(path, panel_row([image, overlay(image, labels)], ["input", f"UperNet-{cfg.size} ({args.segmentation_weights or 'random weights'})"], height=300))
+    print(f"UperNet {args.model}: logits at {labels.shape[1]}x{labels.shape[0]}, {len(set(labels.ravel().tolist()))} classes present")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ def test_demo_prints_stages_and_writes_png(tmp_path, capsys):
     image = cv2.imread(str(tmp_path / "features.png"))
     assert image is not None and image.shape[0] == 256 + 28 and image.shape[2] == 3
     assert image.std() > 10  # not a blank picture
+    seg = cv2.imread(str(tmp_path / "segmentation.png"))
+    assert seg.shape == (300 + 28, 451 * 2 + 8, 3)  # photo and overlay side by side at the photo's size
+    assert "UperNet convnext_atto: logits at 451x300" in out
 
 
 def test_pca_rgb_first_channel_follows_main_direction():
