@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-from .config import VERSIONS, ConvNeXtConfig
+from .config import ConvNeXtConfig
 from .layers import LayerNorm
 from .model import check_input_shape, model_inputs, trunk
 
@@ -48,12 +48,9 @@ class ConvNeXtBackbone(tf_keras.Model):
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         **kwargs,
     ):
-        if version not in VERSIONS:
-            raise ValueError(f"version must be one of {sorted(VERSIONS)}; got {version!r}.")
-        if model_id not in VERSIONS[version]:
-            raise ValueError(
-                f"model_id must be one of {', '.join(VERSIONS[version])} for ConvNeXt {version}; got {model_id!r}."
-            )
+        cfg = ConvNeXtConfig.from_size(  # checks model_id and version
+            model_id, version, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value
+        )
         for arg, level in (("min_level", min_level), ("max_level", max_level)):
             if not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
                 raise ValueError(f"{arg} must be an integer in {MIN_LEVEL}..{MAX_LEVEL}; got {level!r}.")
@@ -61,9 +58,6 @@ class ConvNeXtBackbone(tf_keras.Model):
             raise ValueError(f"min_level ({min_level}) must not exceed max_level ({max_level}).")
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be an integer in -1..4; got {frozen_stages!r}.")
-        cfg = ConvNeXtConfig.from_size(
-            model_id, version, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value
-        )
         x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
         check_input_shape(x.shape, channels=3 if weights else None)
         stages = trunk(x, cfg)

@@ -64,22 +64,21 @@ class ConvNeXtConfig:
         return cls.from_size(name.split("_", 1)[1], version, **overrides)
 
     @classmethod
-    def from_size(cls, size: str, version: str = "v1", **overrides) -> "ConvNeXtConfig":
-        """The config of `size` ('atto' ... 'huge') in `version` ('v1' or 'v2')."""
+    def from_size(cls, model_id: str, version: str = "v1", **overrides) -> "ConvNeXtConfig":
+        """The config of size `model_id` ('atto' ... 'huge') in `version` ('v1' or 'v2')."""
         if version not in VERSIONS:
-            raise ValueError(f"Unknown ConvNeXt version {version!r}. Valid versions: 'v1', 'v2'.")
-        if size not in VERSIONS[version]:
+            raise ValueError(f"version must be one of {sorted(VERSIONS)}; got {version!r}.")
+        if model_id not in VERSIONS[version]:
             raise ValueError(
-                f"ConvNeXt {version} has no size {size!r}. Valid sizes for {version}: "
-                f"{', '.join(VERSIONS[version])}."
+                f"model_id must be one of {', '.join(VERSIONS[version])} for ConvNeXt {version}; got {model_id!r}."
             )
         lsv = overrides.pop("layer_scale_init_value", None)
         if version == "v2" and lsv:
             raise ValueError("ConvNeXt V2 has no layer scale (GRN replaces it): drop layer_scale_init_value.")
         if lsv is None:
             lsv = 1e-6 if version == "v1" else 0.0
-        depths, dims = _SIZES[size]
+        depths, dims = _SIZES[model_id]
         return cls(
-            name=model_name(version, size), version=version, size=size, depths=depths, dims=dims,
+            name=model_name(version, model_id), version=version, size=model_id, depths=depths, dims=dims,
             layer_scale_init_value=float(lsv), **overrides,
         )

@@ -151,6 +151,16 @@ def _rename(key: str, fmt: str) -> str | None:
     return None
 
 
+def head_classes(state_dict: Mapping[str, Any]) -> int:
+    """Number of classes of a checkpoint's classifier (any supported format), 0 without one."""
+    state_dict = _unwrap(state_dict)
+    fmt = detect_format(state_dict)
+    for key, value in state_dict.items():
+        if (key if fmt == "keras" else _rename(key, fmt)) in ("head.fc.bias", "head.fc/bias"):
+            return int(np.shape(value)[0])
+    return 0
+
+
 def _keras_value(layer: tf_keras.layers.Layer, param: str, value: np.ndarray) -> tuple[str, np.ndarray] | None:
     """Our weight name and the array in its Keras layout for the PyTorch `param` of `layer`."""
     if isinstance(layer, tf_keras.layers.DepthwiseConv2D):

@@ -12,18 +12,6 @@ import sys
 import numpy as np
 
 
-def _head_classes(state_dict) -> int:
-    """Number of classes of a state dict's classifier, 0 without one."""
-    from convnext_tf.backbones.weights import _rename, _unwrap, detect_format
-
-    state_dict = _unwrap(state_dict)
-    fmt = detect_format(state_dict)
-    for key, value in state_dict.items():
-        if (key if fmt == "keras" else _rename(key, fmt)) in ("head.fc.bias", "head.fc/bias"):
-            return int(np.shape(value)[0])
-    return 0
-
-
 def to_hf_state_dict(model) -> dict:
     """Our classifier's weights under Hugging Face transformers' names and PyTorch layouts."""
     from convnext_tf.backbones.weights import model_variables
@@ -81,6 +69,7 @@ def verify(model, name: str) -> float:
 
 def convert(args) -> None:
     from convnext_tf.backbones import build_convnext, catalogue, hub, load_state_dict, read_checkpoint, save_weights
+    from convnext_tf.backbones.weights import head_classes
 
     out = args.out
     if catalogue.is_name(args.src):
@@ -92,7 +81,7 @@ def convert(args) -> None:
         state_dict = read_checkpoint(args.src)
         what = args.src
         out = out or os.path.splitext(os.path.basename(args.src))[0] + ".weights.h5"
-    classes = _head_classes(state_dict)
+    classes = head_classes(state_dict)
     model = build_convnext(args.model, input_shape=(None, None, 3), include_top=classes > 0, classes=max(classes, 1))
     result = load_state_dict(model, state_dict)
     save_weights(model, out)
