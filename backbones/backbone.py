@@ -4,14 +4,15 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
+from . import arguments
 from .config import ConvNeXtConfig
-from .layers import LayerNorm
-from .model import check_input_shape, model_inputs, trunk
+from .layers import LayerNorm, check_input_shape, serializable
+from .model import model_inputs, resolve_weights, trunk
 
 MIN_LEVEL, MAX_LEVEL = 2, 5  # level l has stride 2**l: stage l - 2
 
 
-@tf_keras.saving.register_keras_serializable(package="convnext_tf")
+@serializable
 class ConvNeXtBackbone(tf_keras.Model):
     """ConvNeXt V1/V2 returning `{'2': stride 4, '3': stride 8, '4': stride 16, '5': stride 32}`.
 
@@ -48,18 +49,20 @@ class ConvNeXtBackbone(tf_keras.Model):
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         **kwargs,
     ):
-        cfg = ConvNeXtConfig.from_size(  # checks model_id and version
+        cfg = ConvNeXtConfig.from_size(  # checks model_id, version, drop_path_rate, layer_scale_init_value
             model_id, version, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value
         )
-        for arg, level in (("min_level", min_level), ("max_level", max_level)):
-            if not isinstance(level, int) or not MIN_LEVEL <= level <= MAX_LEVEL:
-                raise ValueError(f"{arg} must be an integer in {MIN_LEVEL}..{MAX_LEVEL}; got {level!r}.")
+        min_level = arguments.integer("min_level", min_level, MIN_LEVEL, MAX_LEVEL)
+        max_level = arguments.integer("max_level", max_level, MIN_LEVEL, MAX_LEVEL)
         if min_level > max_level:
             raise ValueError(f"min_level ({min_level}) must not exceed max_level ({max_level}).")
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= 4:
-            raise ValueError(f"frozen_stages must be an integer in -1..4; got {frozen_stages!r}.")
+        frozen_stages = arguments.integer("frozen_stages", frozen_stages, -1, 4)
+        output_norm = arguments.boolean("output_norm", output_norm)
+        if kernel_regularizer is not None and not callable(kernel_regularizer):
+            raise ValueError(f"kernel_regularizer must be a Keras regularizer or None; got {kernel_regularizer!r}.")
         x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
         check_input_shape(x.shape, channels=3 if weights else None)
+        weights = resolve_weights(weights, cfg.name, x.shape[1])
         stages = trunk(x, cfg)
         endpoints = {}
         for level in range(min_level, max_level + 1):
@@ -67,7 +70,10 @@ class ConvNeXtBackbone(tf_keras.Model):
             if output_norm:
                 y = LayerNorm(name=f"output_norms.{level}")(y)
             endpoints[str(level)] = y
+        kwargs.setdefault("name", cfg.name)
         super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
+        # Outputs are named by level ('2' .. '5'), in a SavedModel's signature too.
+        self.output_names = sorted(endpoints, key=int)
 
         self._config_dict = {
             "model_id": model_id,
@@ -82,6 +88,9 @@ class ConvNeXtBackbone(tf_keras.Model):
             "weights": None,  # a rebuilt model gets its weights from the saved file
             "kernel_regularizer": kernel_regularizer,
         }
+        # Layers in front of the trunk (an `input_tensor` made by preprocessing layers) are part of
+        # the model and of its config, as in a functional classifier.
+        self._images = x if x is not inputs[0] else None
         self.convnext_config = cfg
         self._output_specs = {level: t.shape for level, t in endpoints.items()}
         if kernel_regularizer is not None:
@@ -93,10 +102,9 @@ class ConvNeXtBackbone(tf_keras.Model):
             if _stage_of(layer.name) < frozen_stages:
                 layer.trainable = False
         if weights:
-            from .hub import resolve
             from .weights import load_weights
 
-            load_weights(self, resolve(weights, cfg.name, x.shape[1]))
+            load_weights(self, weights)
 
     @property
     def output_specs(self) -> dict[str, tf.TensorShape]:
@@ -112,9 +120,11 @@ class ConvNeXtBackbone(tf_keras.Model):
         ]
 
     def get_config(self) -> dict:
-        config = dict(self._config_dict)
+        config = dict(self._config_dict, name=self.name)
         config["input_specs"] = {"shape": list(self._config_dict["input_specs"].shape)}
         config["kernel_regularizer"] = tf_keras.regularizers.serialize(config["kernel_regularizer"])
+        if self._images is not None:  # the preprocessing layers, as a functional model's config
+            config["input_layers"] = tf_keras.Model(self.inputs, self._images).get_config()
         return config
 
     @classmethod
@@ -123,6 +133,10 @@ class ConvNeXtBackbone(tf_keras.Model):
         if isinstance(config.get("input_specs"), dict):
             config["input_specs"] = tf_keras.layers.InputSpec(shape=config["input_specs"]["shape"])
         config["kernel_regularizer"] = tf_keras.regularizers.deserialize(config.get("kernel_regularizer"))
+        input_layers = config.pop("input_layers", None)
+        if input_layers is not None:
+            front = tf_keras.Model.from_config(input_layers, custom_objects=custom_objects)
+            config["input_tensor"] = front.outputs[0]
         return cls(**config)
 
 

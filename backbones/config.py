@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from . import arguments
+
 # size -> (depths, widths); V1 atto..nano are timm's additions, the rest are the papers'.
 _SIZES: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "atto": ((2, 2, 6, 2), (40, 80, 160, 320)),
@@ -58,7 +60,7 @@ class ConvNeXtConfig:
     @classmethod
     def from_name(cls, name: str, **overrides) -> "ConvNeXtConfig":
         """The config of a named variant (`convnext_tiny`, `convnextv2_huge`, ...)."""
-        if name not in MODEL_NAMES:
+        if not isinstance(name, str) or name not in MODEL_NAMES:
             raise ValueError(f"Unknown ConvNeXt model {name!r}. Valid names: {', '.join(MODEL_NAMES)}.")
         version = "v2" if name.startswith("convnextv2_") else "v1"
         return cls.from_size(name.split("_", 1)[1], version, **overrides)
@@ -66,17 +68,22 @@ class ConvNeXtConfig:
     @classmethod
     def from_size(cls, model_id: str, version: str = "v1", **overrides) -> "ConvNeXtConfig":
         """The config of size `model_id` ('atto' ... 'huge') in `version` ('v1' or 'v2')."""
-        if version not in VERSIONS:
-            raise ValueError(f"version must be one of {sorted(VERSIONS)}; got {version!r}.")
-        if model_id not in VERSIONS[version]:
+        arguments.choice("version", version, sorted(VERSIONS))
+        if not isinstance(model_id, str) or model_id not in VERSIONS[version]:
             raise ValueError(
                 f"model_id must be one of {', '.join(VERSIONS[version])} for ConvNeXt {version}; got {model_id!r}."
             )
         lsv = overrides.pop("layer_scale_init_value", None)
+        if lsv is not None:
+            lsv = arguments.number("layer_scale_init_value", lsv, lo=0.0)
         if version == "v2" and lsv:
             raise ValueError("ConvNeXt V2 has no layer scale (GRN replaces it): drop layer_scale_init_value.")
         if lsv is None:
             lsv = 1e-6 if version == "v1" else 0.0
+        if "drop_path_rate" in overrides:
+            overrides["drop_path_rate"] = arguments.number("drop_path_rate", overrides["drop_path_rate"], 0.0, 1.0)
+        if "head_init_scale" in overrides:
+            overrides["head_init_scale"] = arguments.number("head_init_scale", overrides["head_init_scale"], lo=0.0)
         depths, dims = _SIZES[model_id]
         return cls(
             name=model_name(version, model_id), version=version, size=model_id, depths=depths, dims=dims,

@@ -2,21 +2,25 @@
 
 Files go to `$CONVNEXT_TF_HOME` (default `~/.cache/convnext_tf`): the original under
 `downloads/`, the converted Keras weights under `converted/`. Both are written to a temporary
-file and renamed only when complete (and, for downloads, verified), so an interrupted run leaves
-nothing under the final name.
+file, verified there (size, sha256 when published, a structural read), and renamed only then, so
+an interrupted or bad download leaves nothing under the final name. A cache file found corrupt is
+removed and fetched or converted again once; a read-only cache converts in memory.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.request
+import warnings
 
+import h5py
 import tf_keras
 
 from .catalogue import Checkpoint
+from .files import atomic_path, describe_content, remove_stale_temporaries
+from .weights import CheckpointMismatchError, CheckpointReadError, load_weights, read_checkpoint, save_weights
 
 HOME_ENV = "CONVNEXT_TF_HOME"
 _CHUNK = 1 << 20
@@ -30,6 +34,21 @@ def cache_dir() -> str:
     return os.environ.get(HOME_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "convnext_tf")
 
 
+def _writable_folder(name: str) -> str:
+    """The cache's folder `name`, created if needed; an error naming CONVNEXT_TF_HOME if it cannot be written."""
+    folder = os.path.join(cache_dir(), name)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as e:
+        raise DownloadError(
+            f"Cannot write the cache folder {folder}: {e.strerror or e}. Set {HOME_ENV} to a writable folder."
+        ) from e
+    remove_stale_temporaries(folder)
+    return folder
+
+
 def sha256_of(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -38,12 +57,21 @@ def sha256_of(path: str) -> str:
     return digest.hexdigest()
 
 
-def temp_beside(path: str, suffix: str = "") -> str:
-    """A new empty temporary file in `path`'s folder (created if needed), for an atomic rename."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".part{suffix}", dir=os.path.dirname(path))
-    os.close(fd)
-    return tmp
+def _fetch(url: str, tmp: str, progress: bool) -> str | None:
+    """Write `url` to `tmp`; returns the content type. Raises DownloadError on a short read."""
+    with urllib.request.urlopen(url, timeout=60) as response, open(tmp, "wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        content_type = response.headers.get("Content-Type")
+        bar = tf_keras.utils.Progbar(total, unit_name="B") if progress else None
+        received = 0
+        while chunk := response.read(_CHUNK):
+            out.write(chunk)
+            received += len(chunk)
+            if bar:
+                bar.update(received)
+    if total is not None and received != total:
+        raise DownloadError(f"The connection closed after {received} of {total} bytes.")
+    return content_type
 
 
 def download(ckpt: Checkpoint, progress: bool = True) -> str:
@@ -56,30 +84,23 @@ def download(ckpt: Checkpoint, progress: bool = True) -> str:
         f"elsewhere and pass it as a local file (weights='/path/to/{os.path.basename(ckpt.path)}'), "
         f"or copy it to {path}."
     )
-    tmp = temp_beside(path)
+    _writable_folder("downloads")
     try:
-        with urllib.request.urlopen(ckpt.url, timeout=60) as response, open(tmp, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            bar = tf_keras.utils.Progbar(total, unit_name="B") if progress else None
-            received = 0
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-                if bar:
-                    bar.update(received)
-        if total is not None and received != total:
-            raise DownloadError(f"{hint} The connection closed after {received} of {total} bytes.")
-        if ckpt.sha256 and sha256_of(tmp) != ckpt.sha256:
-            raise DownloadError(f"{hint} The file's sha256 differs from the published {ckpt.sha256}; it was deleted.")
-        os.replace(tmp, path)
+        with atomic_path(path, os.path.splitext(ckpt.filename)[1]) as tmp:
+            content_type = _fetch(ckpt.url, tmp, progress)
+            if ckpt.sha256 and sha256_of(tmp) != ckpt.sha256:
+                raise DownloadError(f"The file's sha256 differs from the published {ckpt.sha256}; it was deleted.")
+            try:
+                read_checkpoint(tmp)  # a web page or a broken file is never cached
+            except CheckpointReadError as e:
+                raise DownloadError(
+                    f"What it sent is not a checkpoint ({describe_content(tmp, content_type)}); it was deleted."
+                ) from e
         return path
+    except DownloadError as e:
+        raise DownloadError(f"{hint} {e}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        if isinstance(e, DownloadError):
-            raise
         raise DownloadError(f"{hint} ({type(e).__name__}: {e})") from e
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def converted_path(ckpt: Checkpoint) -> str:
@@ -99,27 +120,55 @@ def _reference_model(ckpt: Checkpoint) -> tf_keras.Model:
     )
 
 
+def _intact_h5(path: str) -> bool:
+    """Whether a converted file opens as Keras HDF5 weights (a truncated or overwritten one does not)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "layer_names" in f.attrs and all(f[name].attrs.get("weight_names") is not None for name in f.attrs["layer_names"])
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _discard(path: str, what: str) -> None:
+    warnings.warn(f"convnext-tf: the cache file {path} was corrupt ({what}) and was removed; it is made again.")
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
 def pretrained(model: str, name: str, resolution: int | None = None, progress: bool = True) -> str:
     """Path of the converted Keras weights of checkpoint `name` of `model`.
 
     Downloads, verifies and converts on first use; afterwards the cached conversion is used and
-    nothing is downloaded or converted.
+    nothing is downloaded or converted. Where the cache cannot be written (read-only), the
+    downloaded file's path is returned and loading converts it in memory.
     """
     from .catalogue import find
-    from .weights import load_weights, save_weights
 
     ckpt = find(model, name, resolution)
     path = converted_path(ckpt)
     if os.path.exists(path):
-        return path
+        if _intact_h5(path):
+            return path
+        _discard(path, "not a readable Keras weights file")
     source = download(ckpt, progress)
     reference = _reference_model(ckpt)
     try:
         load_weights(reference, source)  # strict: a file that does not fit is reported, not cached
-    except Exception:
-        os.remove(source)  # a corrupt or foreign download would fail the same way next time
+    except CheckpointReadError as e:  # damaged in the cache since it was verified
+        _discard(source, str(e))
+        source = download(ckpt, progress)
+        load_weights(reference, source)
+    except CheckpointMismatchError:
+        os.remove(source)  # a foreign download would fail the same way next time
         raise
-    save_weights(reference, path)
+    try:
+        _writable_folder("converted")
+        save_weights(reference, path)
+    except OSError as e:
+        warnings.warn(f"convnext-tf: cannot cache the converted weights ({e}); converting {source} on each use.")
+        return source
     if progress:
         print(f"convnext-tf: converted {ckpt.url} -> {path}")
     return path

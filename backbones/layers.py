@@ -10,8 +10,23 @@ import math
 import tensorflow as tf
 import tf_keras
 
-_PACKAGE = "convnext_tf"
+from . import arguments
+from .config import MIN_INPUT_SIZE
+
+PACKAGE = "convnext_tf"  # Keras registers our classes as 'convnext_tf>ClassName'
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
+
+
+def serializable(cls):
+    """Register a layer or model class with Keras, so saved models reload without custom_objects.
+
+    Models are registered under their bare class name too: the legacy .h5 format stores a
+    model's `__class__.__name__`, not its registered name.
+    """
+    cls = tf_keras.saving.register_keras_serializable(package=PACKAGE)(cls)
+    if issubclass(cls, tf_keras.Model):
+        tf_keras.utils.get_custom_objects().setdefault(cls.__name__, cls)
+    return cls
 
 
 def gelu(x: tf.Tensor) -> tf.Tensor:
@@ -23,7 +38,7 @@ def gelu(x: tf.Tensor) -> tf.Tensor:
     return 0.5 * x * (1.0 + tf.math.erf(x * tf.cast(_SQRT_HALF, x.dtype)))
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class PointwiseDense(tf_keras.layers.Dense):
     """Dense over the channels of an (N, H, W, C) map as one 2-D matmul, optionally with exact GELU.
 
@@ -49,7 +64,7 @@ class PointwiseDense(tf_keras.layers.Dense):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.units])
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class LayerNorm(tf_keras.layers.Layer):
     """LayerNorm over the last axis, computed in float32 whatever the dtype policy.
 
@@ -80,7 +95,7 @@ class LayerNorm(tf_keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class GRN(tf_keras.layers.Layer):
     """Global Response Normalization of ConvNeXt V2, computed in float32.
 
@@ -112,7 +127,7 @@ class GRN(tf_keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class LayerScale(tf_keras.layers.Layer):
     """Per-channel learnable scale `gamma * x` (ConvNeXt V1), gamma starting at `init_value`."""
 
@@ -135,7 +150,7 @@ class LayerScale(tf_keras.layers.Layer):
         return {**super().get_config(), "init_value": self.init_value}
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class StochasticDepth(tf_keras.layers.Layer):
     """Residual add with per-sample drop path: `shortcut + drop_path(branch)`.
 
@@ -145,7 +160,7 @@ class StochasticDepth(tf_keras.layers.Layer):
 
     def __init__(self, rate: float = 0.0, **kwargs):
         super().__init__(**kwargs)
-        self.rate = float(rate)
+        self.rate = arguments.number("drop_path_rate", rate, 0.0, 1.0)
 
     def call(self, inputs, training=None):
         shortcut, branch = inputs
@@ -153,8 +168,47 @@ class StochasticDepth(tf_keras.layers.Layer):
             keep = 1.0 - self.rate
             shape = [tf.shape(branch)[0]] + [1] * (branch.shape.rank - 1)
             mask = tf.floor(keep + tf.random.uniform(shape, dtype=branch.dtype))
-            branch = branch * mask / keep
+            # rate 1 drops every branch (the mask is 0); as timm, no division by a keep of 0
+            branch = branch * mask / keep if keep > 0.0 else branch * mask
         return shortcut + branch
 
     def get_config(self) -> dict:
         return {**super().get_config(), "rate": self.rate}
+
+
+def check_input_shape(shape, channels: int | None = None) -> None:
+    """Raise ValueError for a static H or W under 32 pixels or an unexpected channel count."""
+    shape = tf.TensorShape(shape)
+    if shape.rank != 4:
+        raise ValueError(f"ConvNeXt takes images (batch, height, width, channels); got shape {shape}.")
+    for axis, what in ((1, "height"), (2, "width")):
+        if shape[axis] is not None and shape[axis] < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"Input {what} is {shape[axis]}, but ConvNeXt needs at least {MIN_INPUT_SIZE} pixels "
+                f"(its total stride); got input shape {shape}."
+            )
+    if shape[-1] is not None and shape[-1] < 1:
+        raise ValueError(f"Input has {shape[-1]} channels; got input shape {shape}.")
+    if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        raise ValueError(f"Input has {shape[-1]} channels, but the weights expect {channels}; got shape {shape}.")
+
+
+
+@serializable
+class InputCheck(tf_keras.layers.Layer):
+    """Passes images through, refusing at run time any under `MIN_INPUT_SIZE` pixels high or wide.
+
+    Sizes known when the model is built are checked then (`check_input_shape`); this graph
+    assertion covers dynamic ones, with a message instead of an error deep inside a convolution.
+    """
+
+    def call(self, images: tf.Tensor) -> tf.Tensor:
+        check_input_shape(images.shape)
+        size = tf.shape(images)[1:3]
+        check = tf.debugging.assert_greater_equal(
+            tf.reduce_min(size), MIN_INPUT_SIZE,
+            message=f"ConvNeXt needs images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels "
+            "(its total stride); the smaller of the image's height and width is",
+        )
+        with tf.control_dependencies([check]):
+            return tf.identity(images)

@@ -12,8 +12,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from .config import MIN_INPUT_SIZE, ConvNeXtConfig
-from .layers import GRN, LayerNorm, LayerScale, PointwiseDense, StochasticDepth
+from . import arguments
+from .config import ConvNeXtConfig
+from .layers import GRN, InputCheck, LayerNorm, LayerScale, PointwiseDense, StochasticDepth, check_input_shape
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,7 +61,7 @@ def trunk(x: tf.Tensor, cfg: ConvNeXtConfig) -> list[tf.Tensor]:
     """Stem and the four stages; returns the stage outputs (strides 4, 8, 16, 32)."""
     rates = np.linspace(0.0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
     starts = np.cumsum((0,) + cfg.depths).tolist()
-    x = stem(x, cfg)
+    x = stem(InputCheck(name="input_check")(x), cfg)
     outputs = []
     for i, depth in enumerate(cfg.depths):
         x = stage(x, i, cfg, rates[starts[i] : starts[i] + depth])
@@ -71,21 +72,6 @@ def trunk(x: tf.Tensor, cfg: ConvNeXtConfig) -> list[tf.Tensor]:
 def stage_output_names(cfg: ConvNeXtConfig) -> list[str]:
     """Names of the layers whose outputs are the four stage outputs."""
     return [f"stages.{i}.blocks.{d - 1}" for i, d in enumerate(cfg.depths)]
-
-
-def check_input_shape(shape, channels: int | None = None) -> None:
-    """Raise ValueError for a static H or W under 32 pixels or an unexpected channel count."""
-    shape = tf.TensorShape(shape)
-    if shape.rank != 4:
-        raise ValueError(f"ConvNeXt takes images (batch, height, width, channels); got shape {shape}.")
-    for axis, what in ((1, "height"), (2, "width")):
-        if shape[axis] is not None and shape[axis] < MIN_INPUT_SIZE:
-            raise ValueError(
-                f"Input {what} is {shape[axis]}, but ConvNeXt needs at least {MIN_INPUT_SIZE} pixels "
-                f"(its total stride); got input shape {shape}."
-            )
-    if channels is not None and shape[-1] is not None and shape[-1] != channels:
-        raise ValueError(f"Input has {shape[-1]} channels, but the weights expect {channels}; got shape {shape}.")
 
 
 def model_inputs(input_shape, input_tensor) -> tuple[tf.Tensor, list]:
@@ -142,10 +128,13 @@ def build_convnext(
         variant, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
         head_init_scale=head_init_scale,
     )
-    if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max'; got {pooling!r}.")
-    if include_top and classes < 1:
-        raise ValueError(f"classes must be at least 1; got {classes}.")
+    arguments.choice("pooling", pooling, (None, "avg", "max"))
+    include_top = arguments.boolean("include_top", include_top)
+    classes = arguments.integer("classes", classes, lo=1)
+    skip_head = arguments.boolean("skip_head", skip_head)
+    # a published name is found (and downloaded) before the model is built, so it fails fast
+    weights = resolve_weights(weights, variant, input_tensor.shape[1] if input_tensor is not None else
+                              (input_shape[0] if input_shape else None))
     x, inputs = model_inputs(input_shape, input_tensor)
     check_input_shape(x.shape)
     y = trunk(x, cfg)[-1]
@@ -164,11 +153,24 @@ def build_convnext(
         y = tf_keras.layers.GlobalMaxPooling2D(name="pool")(y)
     model = tf_keras.Model(inputs, y, name=name or variant)
     if weights is not None:
-        from .hub import resolve
         from .weights import load_weights
 
-        load_weights(model, resolve(weights, variant, x.shape[1]), skip_head=skip_head)
+        load_weights(model, weights, skip_head=skip_head)
     return model
+
+
+def resolve_weights(weights, model: str, resolution: int | None) -> str | None:
+    """None, a local checkpoint path as it is, or the cached Keras file of a published name.
+
+    Called before a model is built, so that a name the variant lacks, or a download that fails,
+    costs no time or memory.
+    """
+    weights = arguments.optional_str("weights", weights, "a published name ('imagenet_1k', ...) or a checkpoint path")
+    if weights is None:
+        return None
+    from .hub import resolve
+
+    return resolve(weights, model, resolution)
 
 
 def preprocess_input(images: tf.Tensor) -> tf.Tensor:

@@ -15,6 +15,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from .config import _SIZES, VERSIONS, model_name
+from .files import atomic_path, describe_content
 from .layers import GRN, LayerNorm, LayerScale
 
 # Parts of a model that one model may have and another not: a checkpoint's head is skipped by a
@@ -98,7 +100,15 @@ class LoadResult:
     skipped: list[str]  # checkpoint keys of parts the model does not have (a head, say)
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointError(ValueError):
+    """A checkpoint cannot be loaded; nothing was loaded."""
+
+
+class CheckpointReadError(CheckpointError):
+    """A checkpoint file cannot be read: empty, truncated, corrupt, or not a checkpoint."""
+
+
+class CheckpointMismatchError(CheckpointError):
     """A checkpoint does not fit the model; nothing was loaded."""
 
 
@@ -136,7 +146,7 @@ def detect_format(keys) -> str:
         return "hf"
     if any(k.startswith("stem.conv/") for k in keys):
         return "keras"
-    raise ValueError(
+    raise CheckpointReadError(
         "Unrecognised checkpoint format: expected the official ConvNeXt keys (downsample_layers.*), "
         f"timm's (stem.0.*), Hugging Face's (embeddings.patch_embeddings.*) or Keras'; first keys: {keys[:5]}"
     )
@@ -202,6 +212,7 @@ def load_state_dict(
     state_dict: Mapping[str, Any],
     strict: bool = True,
     skip_head: bool = False,
+    allow_nonfinite: bool = False,
 ) -> LoadResult:
     """Load a PyTorch-style state dict (official, timm or Hugging Face keys) into `model`.
 
@@ -209,7 +220,8 @@ def load_state_dict(
     is unwrapped. With `strict=True` a missing key, an unexpected key or a shape mismatch raises
     one `CheckpointMismatchError` that lists them and nothing is assigned. Keys of a head or of
     output norms the model lacks are skipped; `skip_head=True` also leaves the model's classifier
-    as it is (for a 21841-class checkpoint, say).
+    as it is (for a 21841-class checkpoint, say). A value holding NaN or Inf raises a
+    `CheckpointError` naming its key unless `allow_nonfinite=True`.
     """
     state_dict = _unwrap(state_dict)
     fmt = detect_format(state_dict)
@@ -256,7 +268,14 @@ def load_state_dict(
         and not any(m[1] == k for m in mismatched)
     ]
     if strict and (missing or unexpected or mismatched):
-        raise CheckpointMismatchError(_mismatch_message(model, fmt, missing, unexpected, mismatched))
+        raise CheckpointMismatchError(_mismatch_message(model, fmt, missing, unexpected, mismatched, state_dict))
+    if not allow_nonfinite:
+        for src, array in assign.values():
+            if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
+                raise CheckpointError(
+                    f"Checkpoint value {src!r} holds NaN or Inf ({int(np.sum(~np.isfinite(array)))} of {array.size}); "
+                    "nothing was loaded. Pass allow_nonfinite=True to load it anyway."
+                )
     tf_keras.backend.batch_set_value(
         [(variables[target], array.astype(variables[target].dtype.as_numpy_dtype)) for target, (_, array) in assign.items()]
     )
@@ -271,9 +290,40 @@ def _all_layers(model: tf_keras.Model):
             yield layer
 
 
-def _mismatch_message(model, fmt, missing, unexpected, mismatched) -> str:
+def _listing(keys: list[str], what: str, most: int = 10) -> str:
+    rest = f" ... and {len(keys) - most} more" if len(keys) > most else ""
+    return f"- {len(keys)} {what}: {', '.join(keys[:most])}{rest}"
+
+
+def guess_variant(state_dict: Mapping[str, Any], fmt: str) -> str | None:
+    """The variant a checkpoint's shapes belong to ('convnext_tiny'), or its depths and widths."""
+    depths, dims, grn = {}, {}, False
+    for key, value in state_dict.items():
+        name = key if fmt == "keras" else _rename(key, fmt)
+        m = re.match(r"^stages\.(\d)\.blocks\.(\d+)\.(\w+)[./]", name or "")
+        if not m:
+            continue
+        stage, blk, part = int(m.group(1)), int(m.group(2)), m.group(3)
+        depths[stage] = max(depths.get(stage, 0), blk + 1)
+        grn |= part == "grn"
+        if part == "norm":
+            dims[stage] = int(np.shape(value)[-1])
+    if sorted(depths) != [0, 1, 2, 3] or sorted(dims) != [0, 1, 2, 3]:
+        return None
+    arch = (tuple(depths[i] for i in range(4)), tuple(dims[i] for i in range(4)))
+    version = "v2" if grn else "v1"
+    for size in VERSIONS[version]:
+        if _SIZES[size] == arch:
+            return model_name(version, size)
+    return f"ConvNeXt {version} with depths {arch[0]} and widths {arch[1]}"
+
+
+def _mismatch_message(model, fmt, missing, unexpected, mismatched, state_dict) -> str:
     lines = [f"Checkpoint ({fmt} format) does not fit model {model.name!r}; nothing was loaded."]
-    for src, target, src_shape, shape, model_shape in mismatched:
+    guess = guess_variant(state_dict, fmt)
+    if guess:
+        lines.append(f"- the checkpoint looks like {guess}")
+    for src, target, src_shape, shape, model_shape in mismatched[:5]:
         if target.startswith("head.fc/"):
             lines.append(
                 f"- head: checkpoint key {src!r} has shape {tuple(src_shape)} but the model's {target!r} is "
@@ -284,40 +334,85 @@ def _mismatch_message(model, fmt, missing, unexpected, mismatched) -> str:
                 f"- shape mismatch at {src!r}: checkpoint {tuple(src_shape)} (as Keras {tuple(shape)}) "
                 f"vs model {target!r} {model_shape}: a checkpoint of another variant?"
             )
+    if len(mismatched) > 5:
+        lines.append(f"- ... and {len(mismatched) - 5} more shape mismatches")
     if missing:
-        lines.append(f"- {len(missing)} missing in the checkpoint: {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}")
+        lines.append(_listing(missing, "missing in the checkpoint"))
     if unexpected:
-        lines.append(
-            f"- {len(unexpected)} unexpected in the checkpoint: {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
-        )
+        lines.append(_listing(unexpected, "unexpected in the checkpoint"))
     return "\n".join(lines)
+
+
+_FORMATS = {  # file extension -> (what it is, reader)
+    ".pth": "PyTorch checkpoint", ".pt": "PyTorch checkpoint", ".bin": "PyTorch checkpoint",
+    ".safetensors": "safetensors file", ".h5": "Keras HDF5 weights file",
+}
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a checkpoint file into a flat `{key: array}` dict.
 
-    .pth/.pt/.bin (needs torch), .safetensors (numpy only) and Keras .h5/.weights.h5 files.
+    .pth/.pt/.bin (needs torch), .safetensors (numpy only) and Keras .h5/.weights.h5 files. A file
+    that cannot be read raises `CheckpointReadError` naming it, its format and what is wrong.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No checkpoint file at {path!r}.")
-    lower = path.lower()
-    if lower.endswith((".pth", ".pt", ".bin")):
-        try:
-            import torch
-        except ImportError as e:
-            raise ImportError(
-                f"Reading {path!r} needs PyTorch: pip install 'convnext-tf[convert]' "
-                "(or convert it once to .safetensors or .weights.h5)."
-            ) from e
-        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    if lower.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+    ext = os.path.splitext(path.lower())[1]
+    if ext not in _FORMATS:
+        raise CheckpointReadError(f"Unsupported checkpoint file {path!r}: expected .pth, .pt, .bin, .safetensors or .h5.")
+    what = _FORMATS[ext]
+    if os.path.getsize(path) == 0:
+        raise CheckpointReadError(f"Cannot read {path} as a {what}: the file is empty (0 bytes).")
+    if ext == ".safetensors":
+        read = _read_safetensors
+    elif ext == ".h5":
+        read = _read_keras_h5
+    else:
+        read = _read_torch
+    try:
+        state_dict = read(path)
+    except (ImportError, CheckpointReadError):
+        raise
+    except Exception as e:  # each library has its own errors for a bad file
+        raise CheckpointReadError(
+            f"Cannot read {path} as a {what}: truncated, corrupt or not a {what} ({describe_content(path)}; "
+            f"{type(e).__name__}: {_first_line(e)})"
+        ) from e
+    if not state_dict:
+        raise CheckpointReadError(f"{path} holds no weights.")
+    return state_dict
 
-        return load_file(path)
-    if lower.endswith(".h5"):
-        return _read_keras_h5(path)
-    raise ValueError(f"Unsupported checkpoint file {path!r}: expected .pth, .pt, .bin, .safetensors or .h5.")
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else "no message"
+
+
+def _read_torch(path: str) -> dict:
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(
+            f"Reading {path!r} needs PyTorch: pip install 'convnext-tf[convert]' "
+            "(or convert it once to .safetensors or .weights.h5)."
+        ) from e
+    import pickle
+
+    try:
+        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
+    except pickle.UnpicklingError as e:  # never retried with weights_only=False: the file may come from anywhere
+        what = (
+            "it holds Python objects other than tensors, which are refused (they could run code)"
+            if "global" in str(e).lower() else "truncated, corrupt or not a PyTorch checkpoint"
+        )
+        raise CheckpointReadError(f"Cannot read {path} as a PyTorch checkpoint: {what} ({describe_content(path)}).") from e
+
+
+def _read_safetensors(path: str) -> dict:
+    from safetensors.numpy import load_file
+
+    return load_file(path)
 
 
 def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
@@ -326,6 +421,11 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
     out = {}
     with h5py.File(path, "r") as f:
         root = f["model_weights"] if "model_weights" in f else f
+        if "layer_names" not in root.attrs:
+            raise CheckpointReadError(
+                f"{path} is an HDF5 file without Keras' 'layer_names': not weights written by tf_keras "
+                "(Keras 3's .weights.h5 files have another layout)."
+            )
         for layer in root.attrs["layer_names"]:
             layer = layer.decode() if isinstance(layer, bytes) else layer
             group = root[layer]
@@ -338,20 +438,28 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
     return out
 
 
-def load_weights(model: tf_keras.Model, path: str | os.PathLike, strict: bool = True, skip_head: bool = False) -> LoadResult:
+def load_weights(
+    model: tf_keras.Model, path: str | os.PathLike, strict: bool = True, skip_head: bool = False,
+    allow_nonfinite: bool = False,
+) -> LoadResult:
     """Load a checkpoint file (any format `read_checkpoint` reads) into `model`."""
-    return load_state_dict(model, read_checkpoint(path), strict=strict, skip_head=skip_head)
+    state_dict = read_checkpoint(path)
+    try:
+        return load_state_dict(model, state_dict, strict=strict, skip_head=skip_head, allow_nonfinite=allow_nonfinite)
+    except CheckpointError as e:
+        raise type(e)(f"{os.fspath(path)}: {e}") from e
 
 
 def save_weights(model: tf_keras.Model, path: str | os.PathLike) -> None:
     """Write `model`'s weights to a Keras .h5 file atomically (a temporary file, then a rename)."""
-    from .hub import temp_beside
-
     path = os.fspath(path)
-    tmp = temp_beside(path, ".h5")
+    if not path.lower().endswith(".h5"):
+        raise ValueError(
+            f"save_weights writes Keras HDF5 files, read back by their extension: {path!r} needs to end "
+            "in .weights.h5 (or .h5)."
+        )
     try:
-        model.save_weights(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        with atomic_path(path, ".h5") as tmp:
+            model.save_weights(tmp)
+    except OSError as e:
+        raise OSError(f"Cannot write {path}: {e.strerror or e}.") from e

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import tf_keras
 
+from convnext_tf.backbones.layers import serializable
+
 from .ops import PyramidModel, ResizeLike, pyramid_inputs
 
 
-@tf_keras.saving.register_keras_serializable(package="convnext_tf")
+@serializable
 class FPN(PyramidModel):
     """Feature pyramid network (Lin et al.) over a backbone's levels.
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 import tf_keras
 
-_PACKAGE = "convnext_tf"
+from convnext_tf.backbones.layers import serializable
 
 
 def conv_bn_relu(
@@ -33,7 +33,7 @@ def resize(x: tf.Tensor, size, method: str = "bilinear") -> tf.Tensor:
     return tf.cast(tf.image.resize(x, size, method=method), x.dtype)
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class ResizeLike(tf_keras.layers.Layer):
     """Resize the first input to the spatial size of the second (bilinear or nearest)."""
 
@@ -63,7 +63,7 @@ def _bin_matrix(size: tf.Tensor, bins: int) -> tf.Tensor:
     return tf.cast(inside, tf.float32) / tf.cast(end - start, tf.float32)[:, None]
 
 
-@tf_keras.saving.register_keras_serializable(package=_PACKAGE)
+@serializable
 class AdaptiveAvgPool(tf_keras.layers.Layer):
     """`nn.AdaptiveAvgPool2d(bins)` for any input size, computed in float32 as two small matmuls."""
 
@@ -102,6 +102,7 @@ class PyramidModel(tf_keras.Model):
     def _finish(self, config: dict, outputs: dict) -> None:
         self._config_dict = config
         self._output_specs = {k: v.shape for k, v in outputs.items()}
+        self.output_names = sorted(outputs, key=int)  # outputs named by level, in a SavedModel too
 
     @property
     def output_specs(self) -> dict[str, tf.TensorShape]:
@@ -109,7 +110,7 @@ class PyramidModel(tf_keras.Model):
         return self._output_specs
 
     def get_config(self) -> dict:
-        config = dict(self._config_dict)
+        config = dict(self._config_dict, name=self.name)
         config["input_specs"] = {k: tf.TensorShape(v).as_list() for k, v in config["input_specs"].items()}
         config["kernel_regularizer"] = tf_keras.regularizers.serialize(config["kernel_regularizer"])
         return config

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import tf_keras
 
+from convnext_tf.backbones.layers import serializable
+
 from .ops import AdaptiveAvgPool, PyramidModel, ResizeLike, conv_bn_relu, pyramid_inputs
 
 
-@tf_keras.saving.register_keras_serializable(package="convnext_tf")
+@serializable
 class UperNet(PyramidModel):
     """Pyramid pooling on the top level, FPN laterals and top-down path, fusion at the lowest level.
 

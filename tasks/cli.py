@@ -72,6 +72,8 @@ def convert(args) -> None:
     from convnext_tf.backbones.weights import head_classes
 
     out = args.out
+    if out is not None and not out.lower().endswith(".h5"):
+        raise ValueError(f"--out {out!r}: convert writes Keras weights, so the file needs the extension .weights.h5.")
     if catalogue.is_name(args.src):
         path = hub.pretrained(args.model, args.src, args.resolution)
         state_dict = read_checkpoint(path)
@@ -99,8 +101,13 @@ def eval_imagenet(args) -> None:
     from convnext_tf.backbones import create_model
     from convnext_tf.tasks import imagenet
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}.")
+    if args.resolution < 32:
+        raise ValueError(f"--resolution must be at least 32; got {args.resolution}.")
+    samples = imagenet.read_dataset(args.data, args.annotations)  # before the model (and its weights)
     model = create_model(args.model, input_shape=(args.resolution, args.resolution, 3), weights=args.weights)
-    results = imagenet.evaluate(model, args.data, args.annotations, args.resolution, args.batch_size)
+    results = imagenet.evaluate(model, samples, resolution=args.resolution, batch_size=args.batch_size)
     results.update(model=args.model, weights=args.weights)
     imagenet.write_json(results, args.out)
     print(f"{args.model} ({args.weights}) at {args.resolution}: top-1 {results['top1']:.2f}%, "

@@ -20,6 +20,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from convnext_tf.backbones import arguments
+
 CROP_PCT = 0.875
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)
@@ -130,11 +132,15 @@ def load_image(path: str) -> np.ndarray:
 
 
 def evaluate(
-    model: tf_keras.Model, data: str, annotations: str | None = None, resolution: int = 224,
+    model: tf_keras.Model, data: str | list[tuple[str, int]], annotations: str | None = None, resolution: int = 224,
     batch_size: int = 64, verbose: bool = True,
 ) -> dict:
-    """Top-1 and top-5 accuracy (%) of `model` on an ImageNet validation set, with predictions."""
-    samples = read_dataset(data, annotations)
+    """Top-1 and top-5 accuracy (%) of `model` on an ImageNet validation set, with predictions.
+
+    `data` is a folder (see `read_dataset`) or the (path, class) pairs `read_dataset` returned.
+    """
+    batch_size = arguments.integer("batch_size", batch_size, lo=1)
+    samples = read_dataset(data, annotations) if isinstance(data, (str, os.PathLike)) else list(data)
     predict = tf.function(lambda x: model(x, training=False))
     correct1 = correct5 = 0
     predictions = []
@@ -151,6 +157,8 @@ def evaluate(
         if bar:
             bar.add(len(batch), [("top1", 100.0 * correct1 / (start + len(batch)))])
     n = len(samples)
+    if len(predictions) != n:
+        raise RuntimeError(f"Evaluated {len(predictions)} of {n} images.")
     return {
         "images": n, "top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "resolution": resolution,
         "predictions": {os.path.basename(p): int(k) for (p, _), k in zip(samples, predictions)},

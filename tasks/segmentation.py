@@ -5,8 +5,9 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig
-from convnext_tf.backbones.config import MIN_INPUT_SIZE
+from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, arguments, load_weights
+from convnext_tf.backbones.layers import serializable
+from convnext_tf.backbones.model import resolve_weights
 from convnext_tf.necks import NECKS, FPN, UperNet
 from convnext_tf.necks.ops import ResizeLike, conv_bn_relu, pyramid_inputs, resize
 
@@ -44,39 +45,94 @@ def fcn_aux_head(backbone: ConvNeXtBackbone, num_classes: int, channels: int = 2
     return tf_keras.Model(inputs, _classifier(x, num_classes, dropout_rate, "aux_head"), name="aux_head")
 
 
-def segmentation_loss(labels: tf.Tensor, logits: tf.Tensor, ignore_label: int = IGNORE_LABEL) -> tf.Tensor:
-    """Mean softmax cross-entropy over the pixels whose label is not `ignore_label`."""
+def segmentation_loss(
+    labels: tf.Tensor, logits: tf.Tensor, ignore_label: int = IGNORE_LABEL, sample_weight: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Mean softmax cross-entropy over the pixels whose label is not `ignore_label`.
+
+    `sample_weight` (per image (N,) or per pixel (N, H, W)) multiplies each pixel's loss before
+    the mean over the labelled pixels, as Keras weights a loss.
+    """
     labels = tf.cast(labels, tf.int32)
     valid = tf.not_equal(labels, ignore_label)
     safe = tf.where(valid, labels, 0)
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, tf.cast(logits, tf.float32))
     mask = tf.cast(valid, tf.float32)
-    return tf.reduce_sum(ce * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+    weighted = ce * mask if sample_weight is None else ce * mask * pixel_weights(sample_weight, labels)
+    return tf.reduce_sum(weighted) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
 
+def pixel_weights(sample_weight: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
+    """A weight per image (N,) or per pixel (N, H, W) as a float32 (N, H, W) map."""
+    weight = tf.cast(sample_weight, tf.float32)
+    weight = tf.reshape(weight, tf.concat([tf.shape(weight), tf.ones([3 - tf.rank(weight)], tf.int32)], 0))
+    return tf.broadcast_to(weight, tf.shape(labels))
+
+
+@serializable
+class MeanIoU(tf_keras.metrics.MeanIoU):
+    """Mean intersection over union of labels and logits over the classes present (mmseg's mIoU).
+
+    Pixels labelled `ignore_label` are left out; `sample_weight` weighs pixels.
+    """
+
+    def __init__(self, num_classes: int, ignore_label: int = IGNORE_LABEL, name: str = "mean_iou", dtype=None):
+        super().__init__(num_classes=num_classes, ignore_class=ignore_label, sparse_y_pred=False, name=name, dtype=dtype)
+
+    def get_config(self) -> dict:
+        return {"num_classes": self.num_classes, "ignore_label": self.ignore_class, "name": self.name, "dtype": self.dtype}
+
+
+@serializable
+class PixelAccuracy(tf_keras.metrics.Mean):
+    """Share of labelled pixels (label != `ignore_label`) whose argmax of the logits is right."""
+
+    def __init__(self, ignore_label: int = IGNORE_LABEL, name: str = "pixel_accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.ignore_label = ignore_label
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.cast(y_true, tf.int32)
+        correct = tf.cast(tf.equal(tf.argmax(y_pred, axis=-1, output_type=tf.int32), labels), tf.float32)
+        weight = tf.cast(tf.not_equal(labels, self.ignore_label), tf.float32)
+        if sample_weight is not None:
+            weight *= pixel_weights(sample_weight, labels)
+        return super().update_state(correct, weight)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "ignore_label": self.ignore_label}
+
+
+@serializable
 class SegmentationModel(tf_keras.Model):
     """Backbone -> neck -> decode head, logits bilinearly resized to the input size.
 
     Called with `training=True` and an auxiliary head it returns `{'logits', 'aux_logits'}`,
     otherwise the logits alone (float32, (N, H, W, num_classes)). `fit` trains it with
-    cross-entropy (ignore label 255) plus 0.4 x the auxiliary loss.
+    cross-entropy (ignore label 255) plus 0.4 x the auxiliary loss, weighted by `sample_weight`
+    (per image or per pixel) when given; `compile(metrics=[...])` takes Keras metrics of labels
+    and logits (`MeanIoU`, `PixelAccuracy` below handle the ignore label).
     """
 
     def __init__(self, backbone, neck, decode_head, aux_head=None, ignore_label=IGNORE_LABEL, **kwargs):
+        if not isinstance(backbone, ConvNeXtBackbone):
+            raise ValueError(
+                f"backbone must be a ConvNeXtBackbone (or a variant name in build_segmentation_model); "
+                f"got {type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
+            )
         super().__init__(**kwargs)
         self.backbone = backbone
         self.neck = neck
         self.decode_head = decode_head
         self.aux_head = aux_head
-        self.ignore_label = ignore_label
+        self.ignore_label = arguments.integer("ignore_label", ignore_label)
+        self._loss_tracker = None
+        # Built on the backbone's input spec (not on an example batch), so the variables and a
+        # SavedModel's signature take any batch, height and width the backbone takes.
+        self(tf_keras.Input(backbone.input_shape[1:], name="images"))
+        self.output_names = ["logits"]  # the name of the output in a SavedModel's signature
 
     def call(self, images, training=None):
-        for axis, what in ((1, "height"), (2, "width")):
-            if images.shape[axis] is not None and images.shape[axis] < MIN_INPUT_SIZE:
-                raise ValueError(
-                    f"images {what} is {images.shape[axis]}, but segmentation needs at least "
-                    f"{MIN_INPUT_SIZE} pixels; got images of shape {images.shape}."
-                )
         features = self.backbone(images, training=training)
         size = tf.shape(images)[1:3]
         logits = resize(tf.cast(self.decode_head(self.neck(features, training=training), training=training), tf.float32), size)
@@ -85,25 +141,80 @@ class SegmentationModel(tf_keras.Model):
             return {"logits": logits, "aux_logits": aux}
         return logits
 
-    def compute_loss(self, labels, outputs) -> tf.Tensor:
-        if isinstance(outputs, dict):
-            return segmentation_loss(labels, outputs["logits"], self.ignore_label) + AUX_WEIGHT * segmentation_loss(
-                labels, outputs["aux_logits"], self.ignore_label
+    def get_config(self) -> dict:
+        serialize = tf_keras.layers.serialize
+        return {
+            "name": self.name,
+            "backbone": serialize(self.backbone),
+            "neck": serialize(self.neck),
+            "decode_head": serialize(self.decode_head),
+            "aux_head": None if self.aux_head is None else serialize(self.aux_head),
+            "ignore_label": self.ignore_label,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "SegmentationModel":
+        config = dict(config)
+        for part in ("backbone", "neck", "decode_head", "aux_head"):
+            if config.get(part) is not None:
+                config[part] = tf_keras.layers.deserialize(config[part], custom_objects=custom_objects)
+        return cls(**config)
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
+        """Keras' compile; the loss is the model's own (see the class), so `loss` must be None."""
+        if loss is not None:
+            raise ValueError(
+                f"SegmentationModel trains with its own loss (cross-entropy ignoring label {self.ignore_label}, "
+                f"plus {AUX_WEIGHT} x the auxiliary head's); compile it without loss= (got {loss!r})."
             )
-        return segmentation_loss(labels, outputs, self.ignore_label)
+        for key in ("loss_weights", "weighted_metrics"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"SegmentationModel.compile does not take {key}; pass sample_weight to fit instead.")
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self._loss_tracker = tf_keras.metrics.Mean(name="loss")
+
+    def fit(self, *args, class_weight=None, **kwargs):
+        """Keras' fit; per-class weights go in as a per-pixel `sample_weight` map instead of `class_weight`."""
+        if class_weight is not None:
+            raise ValueError(
+                "SegmentationModel.fit does not take class_weight (labels are maps, not one class per sample); "
+                "pass sample_weight with a weight per pixel, e.g. np.take(weights_per_class, labels)."
+            )
+        return super().fit(*args, **kwargs)
+
+    @property
+    def metrics(self):
+        compiled = self.compiled_metrics.metrics if getattr(self, "compiled_metrics", None) is not None else []
+        return ([self._loss_tracker] if self._loss_tracker is not None else []) + compiled
+
+    def compute_loss(self, labels, outputs, sample_weight=None) -> tf.Tensor:
+        if isinstance(outputs, dict):
+            return segmentation_loss(labels, outputs["logits"], self.ignore_label, sample_weight) + AUX_WEIGHT * (
+                segmentation_loss(labels, outputs["aux_logits"], self.ignore_label, sample_weight)
+            )
+        return segmentation_loss(labels, outputs, self.ignore_label, sample_weight)
+
+    def _update_metrics(self, loss, labels, logits, sample_weight) -> dict:
+        self._loss_tracker.update_state(loss)
+        if sample_weight is not None:
+            sample_weight = pixel_weights(sample_weight, labels)
+        self.compiled_metrics.update_state(labels, logits, sample_weight)
+        return {m.name: m.result() for m in self.metrics}
 
     def train_step(self, data):
-        images, labels = data
+        images, labels, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             outputs = self(images, training=True)
-            loss = self.compute_loss(labels, outputs)
+            loss = self.compute_loss(labels, outputs, sample_weight)
             total = loss + tf.add_n(self.losses) if self.losses else loss
         self.optimizer.minimize(total, self.trainable_variables, tape=tape)
-        return {"loss": loss}
+        logits = outputs["logits"] if isinstance(outputs, dict) else outputs
+        return self._update_metrics(loss, labels, logits, sample_weight)
 
     def test_step(self, data):
-        images, labels = data
-        return {"loss": self.compute_loss(labels, self(images, training=False))}
+        images, labels, sample_weight = tf_keras.utils.unpack_x_y_sample_weight(data)
+        logits = self(images, training=False)
+        return self._update_metrics(self.compute_loss(labels, logits, sample_weight), labels, logits, sample_weight)
 
 
 def build_segmentation_model(
@@ -128,12 +239,24 @@ def build_segmentation_model(
       weights: 'ade20k' (the openmmlab UperNet checkpoints, 150 classes) or a checkpoint file of the
         whole model (Hugging Face `UperNetForSemanticSegmentation` or mmseg keys, or a Keras file).
     """
-    if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer; got {num_classes!r}.")
-    if neck not in NECKS:
-        raise ValueError(f"neck must be one of {sorted(NECKS)}; got {neck!r}.")
+    num_classes = arguments.integer("num_classes", num_classes, lo=1)
+    arguments.choice("neck", neck, sorted(NECKS))
+    aux_head = arguments.boolean("aux_head", aux_head)
+    if channels is not None:
+        channels = arguments.integer("channels", channels, lo=1)
+    aux_channels = arguments.integer("aux_channels", aux_channels, lo=1)
+    dropout_rate = arguments.number("dropout_rate", dropout_rate, 0.0, 1.0)
     if isinstance(backbone, str):
         cfg = ConvNeXtConfig.from_name(backbone)
+    elif isinstance(backbone, ConvNeXtBackbone):
+        cfg = backbone.convnext_config
+    else:
+        raise ValueError(
+            f"backbone must be a ConvNeXtBackbone or a variant name ('convnext_tiny', ...); got "
+            f"{type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
+        )
+    weights = resolve_weights(weights, f"upernet_{cfg.name}", 512)  # before anything is built
+    if isinstance(backbone, str):
         backbone = ConvNeXtBackbone(cfg.size, cfg.version)
     missing = [l for l in ("2", "3", "4", "5") if l not in backbone.output_specs]
     if missing:
@@ -150,15 +273,19 @@ def build_segmentation_model(
         neck_model,
         decode_head(neck_model, num_classes, dropout_rate),
         fcn_aux_head(backbone, num_classes, aux_channels, dropout_rate) if aux_head else None,
-        name=f"{backbone.convnext_config.name}_{neck}",
+        name=f"{cfg.name}_{neck}",
     )
-    model(tf.zeros([1, 64, 64, 3]))  # create the variables
     if weights:
-        from convnext_tf.backbones import load_weights
-        from convnext_tf.backbones.hub import resolve
-
-        load_weights(model, resolve(weights, f"upernet_{backbone.convnext_config.name}", 512))
+        load_weights(model, weights)
     return model
+
+
+def _pair(name: str, value, lo: int) -> tuple[int, int]:
+    """(h, w) from an int or a pair of ints, each at least `lo`."""
+    pair = (value, value) if not isinstance(value, (tuple, list)) else tuple(value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an integer or a pair (h, w); got {value!r}.")
+    return tuple(arguments.integer(name, v, lo=lo) for v in pair)
 
 
 def predict_sliding(
@@ -176,11 +303,15 @@ def predict_sliding(
     an image no larger than one crop is predicted whole.
     """
     images = np.asarray(images, np.float32)
+    if images.ndim not in (3, 4):
+        raise ValueError(f"images must be (H, W, C) or (N, H, W, C); got shape {images.shape}.")
     single = images.ndim == 3
     if single:
         images = images[None]
-    ch, cw = (crop_size, crop_size) if isinstance(crop_size, int) else crop_size
-    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    ch, cw = _pair("crop_size", crop_size, 1)
+    sh, sw = _pair("stride", stride, 1)
+    if sh > ch or sw > cw:  # crops would leave gaps between them
+        raise ValueError(f"stride {(sh, sw)} must not exceed crop_size {(ch, cw)}: pixels between crops would get no logits.")
     n, h, w, _ = images.shape
     rows = max(h - ch + sh - 1, 0) // sh + 1
     cols = max(w - cw + sw - 1, 0) // sw + 1
