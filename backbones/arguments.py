@@ -24,11 +24,12 @@ def _range(lo, hi) -> str:
 
 def integer(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
     """`value` as an int within [lo, hi]; a ValueError naming `name` otherwise."""
+    what = "a positive integer" if lo == 1 and hi is None else f"an integer{_range(lo, hi)}"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} must be an integer{_range(lo, hi)}; got {value!r} ({type(value).__name__}).")
+        raise ValueError(f"{name} must be {what}; got {value!r} ({type(value).__name__}).")
     value = int(value)
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name} must be an integer{_range(lo, hi)}; got {value}.")
+        raise ValueError(f"{name} must be {what}; got {value}.")
     return value
 
 
@@ -53,7 +54,7 @@ def choice(name: str, value: Any, options: Iterable) -> Any:
     """`value` if it is one of `options`; a ValueError listing them otherwise."""
     options = list(options)
     if not any(value is o or (type(value) is type(o) and value == o) for o in options):
-        raise ValueError(f"{name} must be one of {', '.join(repr(o) for o in options)}; got {value!r}.")
+        raise ValueError(f"{name} must be one of {options!r}; got {value!r}.")
     return value
 
 

@@ -127,7 +127,7 @@ def test_bad_arguments(kwargs, match):
 
 def test_small_images_and_missing_levels():
     model = build_segmentation_model("convnext_atto", 3, channels=16)
-    with pytest.raises(ValueError, match="images height is 16, but segmentation needs at least 32 pixels"):
+    with pytest.raises(ValueError, match="Input height is 16, but ConvNeXt needs at least 32 pixels"):
         model(np.zeros((1, 16, 64, 3), np.float32))
     with pytest.raises(ValueError, match=r"gives levels \['3', '4'\], but the neck needs \['2', '5'\]"):
         UperNet({"3": tf.TensorShape([None, None, None, 8]), "4": tf.TensorShape([None, None, None, 8])})
