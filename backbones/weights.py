@@ -423,8 +423,9 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
         root = f["model_weights"] if "model_weights" in f else f
         if "layer_names" not in root.attrs:
             raise CheckpointReadError(
-                f"{path} is an HDF5 file without Keras' 'layer_names': not weights written by tf_keras "
-                "(Keras 3's .weights.h5 files have another layout)."
+                f"{path} is an HDF5 file without Keras' 'layer_names': not an HDF5 weights file in the layout "
+                "save_weights writes (Keras' own model.save_weights('*.weights.h5') and Keras 3 use another one; "
+                "load such a file with model.load_weights, into the same architecture)."
             )
         for layer in root.attrs["layer_names"]:
             layer = layer.decode() if isinstance(layer, bytes) else layer

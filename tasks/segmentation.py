@@ -169,8 +169,11 @@ class SegmentationModel(tf_keras.Model):
             )
         for key in ("loss_weights", "weighted_metrics"):
             if kwargs.get(key) is not None:
-                raise ValueError(f"SegmentationModel.compile does not take {key}; pass sample_weight to fit instead.")
-        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+                raise ValueError(
+                    f"SegmentationModel.compile does not take {key}: metrics= are weighted by fit's sample_weight."
+                )
+        # as weighted metrics, so that fit's and evaluate's sample_weight weighs the pixels they count
+        super().compile(optimizer=optimizer, weighted_metrics=metrics, **kwargs)
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
 
     def fit(self, *args, class_weight=None, **kwargs):
