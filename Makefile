@@ -1,5 +1,6 @@
 # Set-up commands: `make demo` and `make test` work on a fresh machine (they create .venv).
 PYTHON ?= python3
+OUT ?= out
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
@@ -23,7 +24,7 @@ bench: $(STAMP)
 	$(PY) bench/bench.py
 
 demo: $(STAMP)
-	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(SEG_WEIGHTS),--segmentation-weights $(SEG_WEIGHTS)) --out out
+	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(SEG_WEIGHTS),--segmentation-weights $(SEG_WEIGHTS)) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) out *.egg-info

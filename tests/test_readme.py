@@ -1,0 +1,109 @@
+"""Every code block and command of the README runs as written.
+
+In a temporary working directory, with local files standing in for the user's (a photo, checkpoint
+files, an ImageNet folder) and a server on 127.0.0.1 standing in for the download hosts. Not run
+here: `make test` and `make test-all` (they run this suite) and `make bench` (a benchmark of
+several minutes, with its own `make bench` target).
+"""
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import cv2
+import pytest
+import tf_keras
+import torch
+from reference import hf_classifier, hf_to_official, hf_to_timm
+from safetensors.torch import save as safetensors_bytes
+from test_hub import Server, torch_bytes
+from test_imagenet import make_ilsvrc
+from test_segmentation import hf_upernet
+
+from convnext_tf.backbones import catalogue, hub
+from convnext_tf.tasks.demo import default_image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, "README.md")).read()
+NOT_RUN = ("make test", "make test-all", "make bench")
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", README, re.S | re.M)
+
+
+def commands() -> list[str]:
+    """Commands in indented blocks and in inline code: `make ...` and `convnext-tf ...`."""
+    found = []
+    for block in re.findall(r"(?:^    \S.*\n(?:^     .*\n)*)+", README, re.M):
+        text = re.sub(r"\\\n\s*", "", block)  # line continuations
+        for line in text.splitlines():
+            line = line.strip().split("  #")[0].strip()
+            if line.startswith(("make ", "convnext-tf ")):
+                found.append(line)
+    found += re.findall(r"`((?:make|convnext-tf) [^`]+)`", README)
+    return [c for c in dict.fromkeys(found) if c not in NOT_RUN]
+
+
+def test_the_readme_has_what_this_test_runs():
+    assert len(python_blocks()) >= 9
+    assert {"make demo", "convnext-tf convert imagenet_1k --model convnext_tiny"} <= set(commands())
+    assert set(NOT_RUN) | {"make demo"} <= set(re.findall(r"^    (make [\w-]+)", README, re.M))
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """The user's files and the download hosts, as the README assumes them."""
+    root = tmp_path_factory.mktemp("readme")
+    photo = cv2.imread(default_image())
+    cv2.imwrite(str(root / "street.jpg"), cv2.resize(photo, (500, 375)))
+    tiny = hf_classifier("convnext_tiny").state_dict()
+    torch.save(hf_to_official(tiny), root / "convnext_tiny_1k_224_ema.pth")
+    (root / "model.safetensors").write_bytes(safetensors_bytes(hf_to_timm(tiny, conv_mlp=False)))
+    tiny_22k = hf_to_official(hf_classifier("convnext_tiny", num_labels=21841).state_dict())
+    torch.save(tiny_22k, root / "convnext_tiny_22k_224.pth")
+    images, annotations, _ = make_ilsvrc(root / "ilsvrc", n=3)
+    shutil.move(images, root / "ILSVRC2012_img_val")
+    shutil.move(annotations, root / "ILSVRC2012_bbox_val")
+    files = {
+        catalogue.find("convnext_tiny", "imagenet_1k", 224).path: torch_bytes(hf_to_official(tiny)),
+        catalogue.find("convnext_tiny", "imagenet_22k", 384).path: torch_bytes(hf_to_official(tiny)),
+        catalogue.find("convnext_tiny", "imagenet_22k_pretrain", 224).path: torch_bytes(tiny_22k),
+        catalogue.find("convnextv2_nano", "imagenet_22k", 384).path:
+            torch_bytes(hf_to_official(hf_classifier("convnextv2_nano").state_dict())),
+        catalogue.find("upernet_convnext_tiny", "ade20k").path:
+            torch_bytes(hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256).state_dict()),
+    }
+    server = Server(files)
+    env = {catalogue.BASE_URL_ENV: server.url, hub.HOME_ENV: str(root / "cache")}
+    yield root, env
+    server.close()
+
+
+@pytest.fixture
+def in_workdir(workdir, monkeypatch):
+    root, env = workdir
+    monkeypatch.chdir(root)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return root
+
+
+@pytest.mark.parametrize("index", range(len(python_blocks())))
+def test_python_block(index, in_workdir):
+    code = python_blocks()[index]
+    tf_keras.backend.clear_session()
+    exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
+
+
+@pytest.mark.parametrize("command", commands())
+def test_command(command, in_workdir):
+    argv = shlex.split(command)
+    if argv[0] == "make":  # the Makefile's recipe, with this interpreter, writing into the work dir
+        argv = ["make", "-f", os.path.join(ROOT, "Makefile"), "-o", ".venv/.installed", f"PY={sys.executable}",
+                f"OUT={in_workdir / 'out'}", *argv[1:]]
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, f"{command}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
