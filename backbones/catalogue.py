@@ -25,17 +25,11 @@ ALIASES = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """One published checkpoint: where it is, how its keys are named, what its head is."""
+class Source:
+    """One place a checkpoint's file is published."""
 
-    model: str  # our variant name ('convnext_tiny') or 'upernet_convnext_tiny'
-    tag: str  # 'imagenet_1k', 'imagenet_22k', ...
-    resolution: int
     host: str  # FB or HF
     path: str
-    fmt: str  # key format of the file: 'official', 'timm' or 'hf'
-    classes: int  # 0: no head
-    top1: float | None = None  # ImageNet-1k top-1 from the papers (mIoU for ADE20K)
     sha256: str | None = None
 
     @property
@@ -43,34 +37,62 @@ class Checkpoint:
         return f"{os.environ.get(BASE_URL_ENV, self.host).rstrip('/')}/{self.path}"
 
     @property
-    def filename(self) -> str:
-        return f"{self.model}_{self.tag}_{self.resolution}{os.path.splitext(self.path)[1]}"
+    def ext(self) -> str:
+        return os.path.splitext(self.path)[1]
 
 
-def _v1(size, tag, res, path, classes, top1):
-    return Checkpoint(f"convnext_{size}", tag, res, FB, f"convnext/{path}", "official", classes, top1)
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One published checkpoint: where its file is (in order of preference) and what its head is.
+
+    The same weights are often published twice: by Meta (.pth / .pt) and by timm on the Hugging
+    Face hub (.safetensors, read without PyTorch and without unpickling); safetensors come first.
+    """
+
+    model: str  # our variant name ('convnext_tiny') or 'upernet_convnext_tiny'
+    tag: str  # 'imagenet_1k', 'imagenet_22k', ...
+    resolution: int
+    sources: tuple[Source, ...]
+    classes: int  # 0: no head
+    top1: float | None = None  # ImageNet-1k top-1 from the papers (mIoU for ADE20K)
+
+    def filename(self, source: Source) -> str:
+        """The name of `source`'s file in the download cache."""
+        return f"{self.model}_{self.tag}_{self.resolution}{source.ext}"
 
 
-def _v2(size, tag, res, path, classes, top1):
-    return Checkpoint(f"convnextv2_{size}", tag, res, FB, f"convnext/convnextv2/{path}", "official", classes, top1)
+def _timm_source(repo: str) -> Source:
+    return Source(HF, f"timm/{repo}/resolve/main/model.safetensors")
+
+
+def _v1(size, tag, res, path, classes, top1, timm=None):
+    sources = ((_timm_source(f"convnext_{size}.{timm}"),) if timm else ()) + (Source(FB, f"convnext/{path}"),)
+    return Checkpoint(f"convnext_{size}", tag, res, sources, classes, top1)
+
+
+def _v2(size, tag, res, path, classes, top1, timm):
+    sources = (_timm_source(f"convnextv2_{size}.{timm}"), Source(FB, f"convnext/convnextv2/{path}"))
+    return Checkpoint(f"convnextv2_{size}", tag, res, sources, classes, top1)
 
 
 def _timm(model, tag, res, repo, classes, top1=None):
-    return Checkpoint(model, tag, res, HF, f"timm/{repo}/resolve/main/model.safetensors", "timm", classes, top1)
+    return Checkpoint(model, tag, res, (_timm_source(repo),), classes, top1)
 
 
 CHECKPOINTS: list[Checkpoint] = [
     # ConvNeXt V1, ImageNet-1k (paper, table 1)
-    *[_v1(s, "imagenet_1k", 224, f"convnext_{s}_1k_224_ema.pth", 1000, t)
+    *[_v1(s, "imagenet_1k", 224, f"convnext_{s}_1k_224_ema.pth", 1000, t, "fb_in1k")
       for s, t in (("tiny", 82.1), ("small", 83.1), ("base", 83.8), ("large", 84.3))],
     _v1("base", "imagenet_1k", 384, "convnext_base_1k_384.pth", 1000, 85.1),
     _v1("large", "imagenet_1k", 384, "convnext_large_1k_384.pth", 1000, 85.5),
     # ImageNet-22k pretrained (21841 classes) and fine-tuned on 1k
-    *[_v1(s, "imagenet_22k_pretrain", 224, f"convnext_{s}_22k_224.pth", 21841, None)
+    *[_v1(s, "imagenet_22k_pretrain", 224, f"convnext_{s}_22k_224.pth", 21841, None, "fb_in22k")
       for s in ("tiny", "small", "base", "large", "xlarge")],
-    *[_v1(s, "imagenet_22k", 224, f"convnext_{s}_22k_1k_224{'_ema' if s == 'xlarge' else ''}.pth", 1000, t)
+    *[_v1(s, "imagenet_22k", 224, f"convnext_{s}_22k_1k_224{'_ema' if s == 'xlarge' else ''}.pth", 1000, t,
+          "fb_in22k_ft_in1k")
       for s, t in (("tiny", 82.9), ("small", 84.6), ("base", 85.8), ("large", 86.6), ("xlarge", 87.0))],
-    *[_v1(s, "imagenet_22k", 384, f"convnext_{s}_22k_1k_384{'_ema' if s == 'xlarge' else ''}.pth", 1000, t)
+    *[_v1(s, "imagenet_22k", 384, f"convnext_{s}_22k_1k_384{'_ema' if s == 'xlarge' else ''}.pth", 1000, t,
+          "fb_in22k_ft_in1k_384")
       for s, t in (("tiny", 84.1), ("small", 85.8), ("base", 86.8), ("large", 87.5), ("xlarge", 87.8))],
     # timm's own small V1 models
     *[_timm(f"convnext_{s}", "imagenet_1k", 224, f"convnext_{s}.{d}_in1k", 1000)
@@ -79,17 +101,18 @@ CHECKPOINTS: list[Checkpoint] = [
     *[_timm(f"convnextv2_{s}", "fcmae", 224, f"convnextv2_{s}.fcmae", 0)
       for s in ("atto", "femto", "pico", "nano", "tiny", "base", "large", "huge")],
     # FCMAE, then fine-tuned on ImageNet-1k (paper, table 2)
-    *[_v2(s, "fcmae_imagenet_1k", 224, f"im1k/convnextv2_{s}_1k_224_ema.pt", 1000, t)
+    *[_v2(s, "fcmae_imagenet_1k", 224, f"im1k/convnextv2_{s}_1k_224_ema.pt", 1000, t, "fcmae_ft_in1k")
       for s, t in (("atto", 76.7), ("femto", 78.5), ("pico", 80.3), ("nano", 81.9), ("tiny", 83.0),
                    ("base", 84.9), ("large", 85.8), ("huge", 86.3))],
     # FCMAE, ImageNet-22k fine-tuning, then 1k
-    *[_v2(s, "imagenet_22k", r, f"im22k/convnextv2_{s}_22k_{r}_ema.pt", 1000, t)
+    *[_v2(s, "imagenet_22k", r, f"im22k/convnextv2_{s}_22k_{r}_ema.pt", 1000, t,
+          "fcmae_ft_in22k_in1k" + ("" if r == 224 else f"_{r}"))
       for s, r, t in (("nano", 224, 82.1), ("nano", 384, 83.4), ("tiny", 224, 83.9), ("tiny", 384, 85.1),
                       ("base", 224, 86.8), ("base", 384, 87.7), ("large", 224, 87.3), ("large", 384, 88.2),
                       ("huge", 384, 88.7), ("huge", 512, 88.9))],
     # UperNet on ADE20K (mmseg's models as converted by Hugging Face; mIoU single-scale, 512x512)
-    *[Checkpoint(f"upernet_convnext_{s}", "ade20k", 512, HF, f"openmmlab/upernet-convnext-{s}/resolve/main/pytorch_model.bin",
-                 "hf", 150, t)
+    *[Checkpoint(f"upernet_convnext_{s}", "ade20k", 512,
+                 (Source(HF, f"openmmlab/upernet-convnext-{s}/resolve/main/pytorch_model.bin"),), 150, t)
       for s, t in (("tiny", 46.0), ("small", 48.7), ("base", 49.1), ("large", 53.2), ("xlarge", 53.6))],
 ]
 

@@ -18,7 +18,7 @@ import warnings
 import h5py
 import tf_keras
 
-from .catalogue import Checkpoint
+from .catalogue import Checkpoint, Source
 from .files import atomic_path, describe_content, remove_stale_temporaries
 from .weights import CheckpointMismatchError, CheckpointReadError, load_weights, read_checkpoint, save_weights
 
@@ -75,32 +75,55 @@ def _fetch(url: str, tmp: str, progress: bool) -> str | None:
 
 
 def download(ckpt: Checkpoint, progress: bool = True) -> str:
-    """The local path of `ckpt`'s file, downloading and verifying it first if it is not cached."""
-    path = os.path.join(cache_dir(), "downloads", ckpt.filename)
-    if os.path.exists(path):
-        return path
-    hint = (
-        f"Could not download {ckpt.url} to {path}. Without network access, download the file "
-        f"elsewhere and pass it as a local file (weights='/path/to/{os.path.basename(ckpt.path)}'), "
-        f"or copy it to {path}."
-    )
+    """The local path of `ckpt`'s file, downloading and verifying it first if it is not cached.
+
+    Its sources are tried in order; a download error moves on to the next, and the message says
+    which one was used.
+    """
+    folder = os.path.join(cache_dir(), "downloads")
+    for source in ckpt.sources:
+        if os.path.exists(path := os.path.join(folder, ckpt.filename(source))):
+            return path
     _writable_folder("downloads")
+    failures = []
+    for source in ckpt.sources:
+        path = os.path.join(folder, ckpt.filename(source))
+        try:
+            _download(source, path, progress)
+        except DownloadError as e:
+            failures.append(f"- {source.url}: {e}")
+            if progress and source is not ckpt.sources[-1]:
+                print(f"convnext-tf: {source.url} failed ({e}); trying the next source")
+            continue
+        if progress:
+            print(f"convnext-tf: downloaded {source.url} -> {path}")
+        return path
+    files = " or ".join(f"weights='/path/to/{os.path.basename(s.path)}'" for s in ckpt.sources)
+    raise DownloadError(
+        f"Could not download {ckpt.model} '{ckpt.tag}' ({ckpt.resolution}) from any of its sources:\n"
+        + "\n".join(failures)
+        + f"\nWithout network access, download the file elsewhere and pass it as a local file ({files}), "
+        f"or copy it to {os.path.join(folder, ckpt.filename(ckpt.sources[0]))}."
+    )
+
+
+def _download(source: Source, path: str, progress: bool) -> None:
+    """Fetch `source` to `path` through a temporary file, verified before the rename."""
     try:
-        with atomic_path(path, os.path.splitext(ckpt.filename)[1]) as tmp:
-            content_type = _fetch(ckpt.url, tmp, progress)
-            if ckpt.sha256 and sha256_of(tmp) != ckpt.sha256:
-                raise DownloadError(f"The file's sha256 differs from the published {ckpt.sha256}; it was deleted.")
+        with atomic_path(path, source.ext) as tmp:
+            content_type = _fetch(source.url, tmp, progress)
+            if source.sha256 and sha256_of(tmp) != source.sha256:
+                raise DownloadError(f"The file's sha256 differs from the published {source.sha256}; it was deleted.")
             try:
                 read_checkpoint(tmp)  # a web page or a broken file is never cached
             except CheckpointReadError as e:
                 raise DownloadError(
                     f"What it sent is not a checkpoint ({describe_content(tmp, content_type)}); it was deleted."
                 ) from e
-        return path
-    except DownloadError as e:
-        raise DownloadError(f"{hint} {e}") from e
+    except DownloadError:
+        raise
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as e:
-        raise DownloadError(f"{hint} ({type(e).__name__}: {e})") from e
+        raise DownloadError(f"{type(e).__name__}: {e}") from e
 
 
 def converted_path(ckpt: Checkpoint) -> str:
@@ -170,7 +193,7 @@ def pretrained(model: str, name: str, resolution: int | None = None, progress: b
         warnings.warn(f"convnext-tf: cannot cache the converted weights ({e}); converting {source} on each use.")
         return source
     if progress:
-        print(f"convnext-tf: converted {ckpt.url} -> {path}")
+        print(f"convnext-tf: converted {source} -> {path}")
     return path
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
 import re
 from typing import Any, Mapping
 
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from . import torch_files
 from .config import _SIZES, VERSIONS, model_name
 from .files import atomic_path, describe_content
 from .layers import GRN, LayerNorm, LayerScale
@@ -122,6 +124,8 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _unwrap(state_dict: Mapping[str, Any]) -> dict[str, Any]:
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointReadError(f"The checkpoint holds a {type(state_dict).__name__}, not a state dict of arrays.")
     for key in ("model", "state_dict", "model_state_dict"):
         if key in state_dict and isinstance(state_dict[key], Mapping):
             return dict(state_dict[key])
@@ -352,7 +356,7 @@ _FORMATS = {  # file extension -> (what it is, reader)
 def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a checkpoint file into a flat `{key: array}` dict.
 
-    .pth/.pt/.bin (needs torch), .safetensors (numpy only) and Keras .h5/.weights.h5 files. A file
+    .pth/.pt/.bin, .safetensors and Keras .h5/.weights.h5 files, all without PyTorch. A file
     that cannot be read raises `CheckpointReadError` naming it, its format and what is wrong.
     """
     path = os.fspath(path)
@@ -372,7 +376,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
         read = _read_torch
     try:
         state_dict = read(path)
-    except (ImportError, CheckpointReadError):
+    except CheckpointReadError:
         raise
     except Exception as e:  # each library has its own errors for a bad file
         raise CheckpointReadError(
@@ -390,23 +394,15 @@ def _first_line(error: Exception) -> str:
 
 
 def _read_torch(path: str) -> dict:
+    """A PyTorch checkpoint's state dict, read with numpy (see `torch_files`): torch is not needed."""
     try:
-        import torch
-    except ImportError as e:
-        raise ImportError(
-            f"Reading {path!r} needs PyTorch: pip install 'convnext-tf[convert]' "
-            "(or convert it once to .safetensors or .weights.h5)."
+        return _unwrap(torch_files.load(path))
+    except torch_files.UnsafeCheckpointError as e:
+        raise CheckpointReadError(
+            f"Cannot read {path} as a PyTorch checkpoint: it holds Python objects other than tensors: {e}."
         ) from e
-    import pickle
-
-    try:
-        return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
-    except pickle.UnpicklingError as e:  # never retried with weights_only=False: the file may come from anywhere
-        what = (
-            "it holds Python objects other than tensors, which are refused (they could run code)"
-            if "global" in str(e).lower() else "truncated, corrupt or not a PyTorch checkpoint"
-        )
-        raise CheckpointReadError(f"Cannot read {path} as a PyTorch checkpoint: {what} ({describe_content(path)}).") from e
+    except pickle.UnpicklingError as e:
+        raise CheckpointReadError(f"Cannot read {path} as a PyTorch checkpoint: {e} ({describe_content(path)}).") from e
 
 
 def _read_safetensors(path: str) -> dict:
@@ -416,6 +412,12 @@ def _read_safetensors(path: str) -> dict:
 
 
 def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
+    """Weights of a Keras HDF5 file by our names: `{'stem.conv/kernel': array, ...}`.
+
+    Files of this library (and of any tf_keras model with our layer names), and those of the
+    original TensorFlow port (zibbini/convnext-v2_tensorflow: `stem`, `down_sample_k`,
+    `block_{i}_{j}`, `head`), whose nested layers have generated names and are read by position.
+    """
     import h5py
 
     out = {}
@@ -427,16 +429,54 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
                 "save_weights writes (Keras' own model.save_weights('*.weights.h5') and Keras 3 use another one; "
                 "load such a file with model.load_weights, into the same architecture)."
             )
-        for layer in root.attrs["layer_names"]:
-            layer = layer.decode() if isinstance(layer, bytes) else layer
+        layers = [n.decode() if isinstance(n, bytes) else n for n in root.attrs["layer_names"]]
+        port = "stem" in layers and "block_0_0" in layers
+        for layer in layers:
             group = root[layer]
-            for weight in group.attrs["weight_names"]:
-                weight = weight.decode() if isinstance(weight, bytes) else weight
+            names = [w.decode() if isinstance(w, bytes) else w for w in group.attrs["weight_names"]]
+            if port:
+                if names:
+                    out.update(_port_weights(path, layer, [(n, np.asarray(group[n])) for n in names]))
+                continue
+            for weight in names:
                 # 'stem.conv/kernel:0'; a nested model's group holds its layers' full names
                 parts = weight.split(":")[0].split("/")
                 key = "/".join(parts[-2:]) if len(parts) > 1 else f"{layer}/{parts[0]}"
                 out[key] = np.asarray(group[weight])
     return out
+
+
+# The original TensorFlow port's nested models, their weights in order (their layers' names are
+# generated, so only the order and the kind of each weight are fixed).
+_PORT_LAYOUTS = {
+    "stem": ["stem.conv/kernel", "stem.conv/bias", "stem.norm/gamma", "stem.norm/beta"],
+    "down_sample": ["downsample.norm/gamma", "downsample.norm/beta", "downsample.conv/kernel", "downsample.conv/bias"],
+    "block_v1": ["dwconv/depthwise_kernel", "dwconv/bias", "norm/gamma", "norm/beta", "pwconv1/kernel",
+                 "pwconv1/bias", "pwconv2/kernel", "pwconv2/bias", "layer_scale/gamma"],
+    "block_v2": ["dwconv/depthwise_kernel", "dwconv/bias", "norm/gamma", "norm/beta", "pwconv1/kernel",
+                 "pwconv1/bias", "grn/gamma", "grn/beta", "pwconv2/kernel", "pwconv2/bias"],
+    "head": ["head.norm/gamma", "head.norm/beta", "head.fc/kernel", "head.fc/bias"],
+}
+
+
+def _port_weights(path: str, layer: str, weights: list[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Our keys for the weights of one of the original port's layers (see `_PORT_LAYOUTS`)."""
+    if layer == "stem" or layer == "head":
+        keys = _PORT_LAYOUTS[layer]
+    elif m := re.fullmatch(r"down_sample(?:_(\d))?", layer):
+        stage = int(m.group(1) or 0) + 1
+        keys = [f"stages.{stage}.{k}" for k in _PORT_LAYOUTS["down_sample"]]
+    elif m := re.fullmatch(r"block_(\d)_(\d+)", layer):
+        layout = _PORT_LAYOUTS["block_v2" if len(weights) == 10 else "block_v1"]
+        keys = [f"stages.{m.group(1)}.blocks.{m.group(2)}.{k}" for k in layout]
+    else:
+        raise CheckpointReadError(f"{path}: unknown layer {layer!r} in a file of the original TensorFlow port.")
+    kinds = [name.split(":")[0].split("/")[-1] for name, _ in weights]
+    if kinds != [k.split("/")[-1] for k in keys]:
+        raise CheckpointReadError(
+            f"{path}: layer {layer!r} of the original TensorFlow port holds {kinds}; expected {[k.split('/')[-1] for k in keys]}."
+        )
+    return {key: value.reshape(-1) if "grn/" in key else value for key, (_, value) in zip(keys, weights)}
 
 
 def load_weights(

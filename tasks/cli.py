@@ -49,8 +49,13 @@ def to_hf_state_dict(model) -> dict:
 
 def verify(model, name: str) -> float:
     """Max |ours - PyTorch| / max |PyTorch| of the logits on a random batch (needs torch, transformers)."""
-    import torch
-    from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification
+    try:
+        import torch
+        from transformers import (
+            ConvNextConfig, ConvNextForImageClassification, ConvNextV2Config, ConvNextV2ForImageClassification,
+        )
+    except ImportError as e:
+        raise ImportError(f"--verify runs the PyTorch reference: pip install 'convnext-tf[convert]' ({e}).") from e
 
     from convnext_tf.backbones import ConvNeXtConfig
 
@@ -77,7 +82,7 @@ def convert(args) -> None:
     if catalogue.is_name(args.src):
         path = hub.pretrained(args.model, args.src, args.resolution)
         state_dict = read_checkpoint(path)
-        what = f"{args.src} ({catalogue.find(args.model, args.src, args.resolution).url})"
+        what = args.src
         out = out or os.path.basename(path)
     else:
         state_dict = read_checkpoint(args.src)

@@ -50,6 +50,11 @@ class Server:
         self.httpd.server_close()
 
 
+def official(ckpt):
+    """The checkpoint's source on Meta's host (.pth / .pt), after timm's .safetensors."""
+    return next(s for s in ckpt.sources if s.host == catalogue.FB)
+
+
 def torch_bytes(obj):
     buf = io.BytesIO()
     torch.save(obj, buf)
@@ -66,8 +71,8 @@ def server(refs, tmp_path, monkeypatch):
     v2 = catalogue.find("convnextv2_atto", "fcmae_imagenet_1k", 224)
     v1 = catalogue.find("convnext_atto", "imagenet_1k", 224)
     files = {
-        v2.path: torch_bytes(hf_to_official(refs["convnextv2_atto"].state_dict())),  # official .pt
-        v1.path: safetensors_bytes(hf_to_timm(refs["convnext_atto"].state_dict(), conv_mlp=True)),  # timm
+        official(v2).path: torch_bytes(hf_to_official(refs["convnextv2_atto"].state_dict())),  # official .pt
+        v1.sources[0].path: safetensors_bytes(hf_to_timm(refs["convnext_atto"].state_dict(), conv_mlp=True)),  # timm
     }
     srv = Server(files)
     monkeypatch.setenv(catalogue.BASE_URL_ENV, srv.url)
@@ -93,7 +98,8 @@ def test_download_convert_cache_then_offline(server, refs, tmp_path):
     assert cached_files(tmp_path) == [
         "converted/convnextv2_atto_fcmae_imagenet_1k_224.weights.h5", "downloads/convnextv2_atto_fcmae_imagenet_1k_224.pt"
     ]
-    assert len(server.requests) == 1
+    v2 = catalogue.find("convnextv2_atto", "fcmae_imagenet_1k", 224)  # timm's file first (404 here), then Meta's
+    assert server.requests == ["/" + v2.sources[0].path, "/" + official(v2).path]
     server.close()  # offline from here on: the conversion is cached
     os.remove(tmp_path / "cache/downloads/convnextv2_atto_fcmae_imagenet_1k_224.pt")
     again = convnextv2_atto(input_shape=(64, 64, 3), weights="fcmae_ft_in1k")  # timm's tag for the same file
@@ -112,13 +118,14 @@ def test_timm_safetensors_by_name(server, refs):
 def test_name_the_variant_lacks():
     with pytest.raises(ValueError, match=r"No checkpoint 'imagenet_22k' for convnext_atto.*'imagenet_1k' \(224\)"):
         convnext_atto(weights="imagenet_22k")
-    assert catalogue.find("convnextv2_huge", "imagenet_22k", 512).path.endswith("huge_22k_512_ema.pt")
-    assert catalogue.find("convnext_base", "imagenet_1k", 384).path.endswith("convnext_base_1k_384.pth")
+    assert official(catalogue.find("convnextv2_huge", "imagenet_22k", 512)).path.endswith("huge_22k_512_ema.pt")
+    assert official(catalogue.find("convnext_base", "imagenet_1k", 384)).path.endswith("convnext_base_1k_384.pth")
     assert catalogue.find("convnext_base", "imagenet_1k", None).resolution == 224
 
 
 def test_hash_mismatch_is_rejected_and_deleted(server, tmp_path, monkeypatch):
-    bad = [dataclasses.replace(c, sha256="0" * 64) if c.model == "convnextv2_atto" else c for c in catalogue.CHECKPOINTS]
+    bad = [dataclasses.replace(c, sources=tuple(dataclasses.replace(s, sha256="0" * 64) for s in c.sources))
+           if c.model == "convnextv2_atto" else c for c in catalogue.CHECKPOINTS]
     monkeypatch.setattr(catalogue, "CHECKPOINTS", bad)
     with pytest.raises(hub.DownloadError, match="sha256 differs"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
@@ -129,8 +136,9 @@ def test_good_hash_is_accepted(server, tmp_path, monkeypatch):
     import hashlib
 
     ckpt = catalogue.find("convnextv2_atto", "fcmae_imagenet_1k", 224)
-    digest = hashlib.sha256(server.files[ckpt.path]).hexdigest()
-    monkeypatch.setattr(catalogue, "CHECKPOINTS", [dataclasses.replace(c, sha256=digest) if c == ckpt else c
+    digest = hashlib.sha256(server.files[official(ckpt).path]).hexdigest()
+    sources = tuple(dataclasses.replace(s, sha256=digest) if s == official(ckpt) else s for s in ckpt.sources)
+    monkeypatch.setattr(catalogue, "CHECKPOINTS", [dataclasses.replace(c, sources=sources) if c == ckpt else c
                                                    for c in catalogue.CHECKPOINTS])
     convnextv2_atto(weights="fcmae_imagenet_1k")
     assert len(cached_files(tmp_path)) == 2
@@ -168,7 +176,7 @@ def test_upernet_ade20k_by_name(tmp_path, monkeypatch):
 
     ckpt = catalogue.find("upernet_convnext_tiny", "ade20k")
     ref = hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256)
-    srv = Server({ckpt.path: torch_bytes(ref.state_dict())})
+    srv = Server({ckpt.sources[0].path: torch_bytes(ref.state_dict())})
     monkeypatch.setenv(catalogue.BASE_URL_ENV, srv.url)
     monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "cache"))
     try:

@@ -18,7 +18,7 @@ import tf_keras
 import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
-from test_hub import Server, torch_bytes
+from test_hub import Server, official, torch_bytes
 from test_imagenet import make_ilsvrc
 from test_segmentation import hf_upernet
 
@@ -68,12 +68,12 @@ def workdir(tmp_path_factory):
     shutil.move(images, root / "ILSVRC2012_img_val")
     shutil.move(annotations, root / "ILSVRC2012_bbox_val")
     files = {
-        catalogue.find("convnext_tiny", "imagenet_1k", 224).path: torch_bytes(hf_to_official(tiny)),
-        catalogue.find("convnext_tiny", "imagenet_22k", 384).path: torch_bytes(hf_to_official(tiny)),
-        catalogue.find("convnext_tiny", "imagenet_22k_pretrain", 224).path: torch_bytes(tiny_22k),
-        catalogue.find("convnextv2_nano", "imagenet_22k", 384).path:
+        official(catalogue.find("convnext_tiny", "imagenet_1k", 224)).path: torch_bytes(hf_to_official(tiny)),
+        official(catalogue.find("convnext_tiny", "imagenet_22k", 384)).path: torch_bytes(hf_to_official(tiny)),
+        official(catalogue.find("convnext_tiny", "imagenet_22k_pretrain", 224)).path: torch_bytes(tiny_22k),
+        official(catalogue.find("convnextv2_nano", "imagenet_22k", 384)).path:
             torch_bytes(hf_to_official(hf_classifier("convnextv2_nano").state_dict())),
-        catalogue.find("upernet_convnext_tiny", "ade20k").path:
+        catalogue.find("upernet_convnext_tiny", "ade20k").sources[0].path:
             torch_bytes(hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256).state_dict()),
     }
     server = Server(files)
