@@ -5,6 +5,7 @@ import io
 import os
 import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,7 +20,10 @@ X = np.random.default_rng(0).standard_normal((1, 64, 64, 3)).astype(np.float32)
 
 
 class Server:
-    """Serves `files` {path: bytes} on 127.0.0.1; paths under 'cut/' close the connection halfway."""
+    """Serves `files` on 127.0.0.1: {path: bytes} with a Content-Length, or {path: (bytes, headers)}.
+
+    Paths under 'cut/' close the connection halfway; under 'slow/' half is sent, then nothing.
+    """
 
     def __init__(self, files):
         self.files, self.requests = files, []
@@ -29,19 +33,26 @@ class Server:
             def do_GET(self):
                 outer.requests.append(self.path)
                 path = self.path.lstrip("/")
-                data = outer.files.get(path.removeprefix("cut/"))
-                if data is None:
+                mode = path.split("/")[0] if path.startswith(("cut/", "slow/")) else ""
+                entry = outer.files.get(path.removeprefix(f"{mode}/") if mode else path)
+                if entry is None:
                     self.send_error(404)
                     return
+                data, headers = entry if isinstance(entry, tuple) else (entry, {"Content-Length": str(len(entry))})
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(data)))
+                for key, value in headers.items():
+                    self.send_header(key, value)
                 self.end_headers()
-                self.wfile.write(data[: len(data) // 2] if path.startswith("cut/") else data)
+                self.wfile.write(data[: len(data) // 2] if mode else data)
+                if mode == "slow":
+                    self.wfile.flush()
+                    time.sleep(30)
 
             def log_message(self, *args):
                 pass
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 

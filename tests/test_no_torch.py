@@ -291,3 +291,16 @@ def test_pth_safetensors_and_port_h5_in_one_process_without_test_packages(tmp_pa
     np.testing.assert_array_equal(outs[0], outs[2])
     deps = tomllib.loads(open(os.path.join(ROOT, "pyproject.toml")).read())["project"]["dependencies"]
     assert "safetensors" in deps and not any(d.startswith(("torch", "transformers")) for d in deps)
+
+
+def test_convert_command_without_torch(tmp_path):
+    torch.save(hf_to_official(hf_classifier("convnextv2_atto", seed=2).state_dict()), tmp_path / "v2.pt")
+    code = "from convnext_tf.tasks.cli import main\nmain(%r)\n"
+    argv = ["convert", str(tmp_path / "v2.pt"), "--model", "convnextv2_atto", "--out", str(tmp_path / "v2.weights.h5")]
+    run = run_without_torch(code % argv)
+    assert "head of 1000 classes" in run.stdout and (tmp_path / "v2.weights.h5").exists()
+    with h5py.File(tmp_path / "v2.weights.h5") as f:
+        assert "stages.3.blocks.1.grn" in [n.decode() if isinstance(n, bytes) else n for n in f.attrs["layer_names"]]
+    verify = subprocess.run([sys.executable, "-c", PRELUDE + code % (argv + ["--verify"])], capture_output=True, text=True)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr
+    assert "--verify runs the PyTorch reference: pip install 'convnext-tf[convert]'" in verify.stderr

@@ -20,6 +20,7 @@ from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
 from test_hub import Server, official, torch_bytes
 from test_imagenet import make_ilsvrc
+from test_no_torch import port_file
 from test_segmentation import hf_upernet
 
 from convnext_tf.backbones import catalogue, hub
@@ -64,6 +65,8 @@ def workdir(tmp_path_factory):
     (root / "model.safetensors").write_bytes(safetensors_bytes(hf_to_timm(tiny, conv_mlp=False)))
     tiny_22k = hf_to_official(hf_classifier("convnext_tiny", num_labels=21841).state_dict())
     torch.save(tiny_22k, root / "convnext_tiny_22k_224.pth")
+    for name in ("convnext_tiny", "convnextv2_atto"):  # the original TensorFlow port's files
+        port_file(name, root / f"{name}_1k_224_ema.h5")
     images, annotations, _ = make_ilsvrc(root / "ilsvrc", n=3)
     shutil.move(images, root / "ILSVRC2012_img_val")
     shutil.move(annotations, root / "ILSVRC2012_bbox_val")
