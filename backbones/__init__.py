@@ -1,5 +1,11 @@
-"""ConvNeXt V1 and V2 in tf_keras: model builders, layers and weight loading."""
-from . import catalogue, hub
+"""ConvNeXt V1 and V2 in tf_keras: model builders, layers and weight loading.
+
+Modules, each importing only those above it: `arguments`, `files`, `config` (variants and
+constants), `layers`, `torch_files`, `weights` (reading and key conversion), `catalogue`
+(published checkpoints), `download` (the cache), `model` (builders), `convnext_v1` /
+`convnext_v2`, `backbone` (`ConvNeXtBackbone`), `model_garden` (its Model Garden config).
+"""
+from . import catalogue, convnext_v1, convnext_v2, download
 from .backbone import ConvNeXtBackbone
 from .config import MODEL_NAMES, ConvNeXtConfig
 from .convnext_v1 import (
@@ -25,7 +31,17 @@ from .convnext_v2 import (
 )
 from .model import build_convnext, preprocess_input, stage_output_names
 from .model_garden import Backbone, ConvNeXt
-from .weights import CheckpointMismatchError, LoadResult, load_state_dict, load_weights, read_checkpoint, save_weights
+from .weights import (
+    CheckpointError,
+    CheckpointMismatchError,
+    CheckpointReadError,
+    LoadResult,
+    export_state_dict,
+    load_state_dict,
+    load_weights,
+    read_checkpoint,
+    save_weights,
+)
 
 
 def list_models() -> list[str]:

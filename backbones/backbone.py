@@ -8,6 +8,7 @@ from . import arguments
 from .config import ConvNeXtConfig
 from .layers import LayerNorm, check_input_shape, serializable
 from .model import model_inputs, resolve_weights, trunk
+from .weights import load_weights
 
 MIN_LEVEL, MAX_LEVEL = 2, 5  # level l has stride 2**l: stage l - 2
 
@@ -18,8 +19,10 @@ class ConvNeXtBackbone(tf_keras.Model):
 
     Args:
       model_id: 'atto', 'femto', 'pico', 'nano', 'tiny', 'small', 'base', 'large', 'xlarge' (V1)
-        or 'huge' (V2).
-      version: 'v1' or 'v2'.
+        or 'huge' (V2), or a variant name ('convnext_tiny', 'convnextv2_atto').
+      version: 'v1' or 'v2' (default 'v1'; a variant name sets it).
+      depths, dims: a custom architecture's blocks and widths per stage (four each); they
+        override model_id's.
       input_specs: `tf_keras.layers.InputSpec` of the images (default [None, None, None, 3]).
       input_tensor: optional Keras tensor to build on (preprocessing layers in front, say).
       min_level, max_level: the levels to return, within 2..5.
@@ -36,7 +39,7 @@ class ConvNeXtBackbone(tf_keras.Model):
     def __init__(
         self,
         model_id: str = "tiny",
-        version: str = "v1",
+        version: str | None = None,
         input_specs: tf_keras.layers.InputSpec = tf_keras.layers.InputSpec(shape=[None, None, None, 3]),
         input_tensor: tf.Tensor | None = None,
         min_level: int = MIN_LEVEL,
@@ -47,11 +50,16 @@ class ConvNeXtBackbone(tf_keras.Model):
         frozen_stages: int = -1,
         weights: str | None = None,
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
+        depths: tuple[int, ...] | None = None,
+        dims: tuple[int, ...] | None = None,
         **kwargs,
     ):
-        cfg = ConvNeXtConfig.from_size(  # checks model_id, version, drop_path_rate, layer_scale_init_value
-            model_id, version, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value
-        )
+        overrides = dict(drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value)
+        if depths is None and dims is None:  # checks model_id, version, drop_path_rate, layer_scale_init_value
+            cfg = ConvNeXtConfig.from_size(model_id, version, **overrides)
+        else:
+            named = ConvNeXtConfig.from_size(model_id, version)
+            cfg = ConvNeXtConfig(depths or named.depths, dims or named.dims, named.version, **overrides)
         min_level = arguments.integer("min_level", min_level, MIN_LEVEL, MAX_LEVEL)
         max_level = arguments.integer("max_level", max_level, MIN_LEVEL, MAX_LEVEL)
         if min_level > max_level:
@@ -62,7 +70,7 @@ class ConvNeXtBackbone(tf_keras.Model):
             raise ValueError(f"kernel_regularizer must be a Keras regularizer or None; got {kernel_regularizer!r}.")
         x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
         check_input_shape(x.shape, channels=3 if weights else None)
-        weights = resolve_weights(weights, cfg.name, x.shape[1])
+        weights = resolve_weights(weights, cfg.variant, x.shape[1])
         stages = trunk(x, cfg)
         endpoints = {}
         for level in range(min_level, max_level + 1):
@@ -70,7 +78,7 @@ class ConvNeXtBackbone(tf_keras.Model):
             if output_norm:
                 y = LayerNorm(name=f"output_norms.{level}")(y)
             endpoints[str(level)] = y
-        kwargs.setdefault("name", cfg.name)
+        kwargs.setdefault("name", cfg.variant)
         super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
         # Outputs are named by level ('2' .. '5'), in a SavedModel's signature too.
         self.output_names = sorted(endpoints, key=int)
@@ -87,6 +95,8 @@ class ConvNeXtBackbone(tf_keras.Model):
             "frozen_stages": frozen_stages,
             "weights": None,  # a rebuilt model gets its weights from the saved file
             "kernel_regularizer": kernel_regularizer,
+            "depths": None if depths is None else list(cfg.depths),
+            "dims": None if dims is None else list(cfg.dims),
         }
         # Layers in front of the trunk (an `input_tensor` made by preprocessing layers) are part of
         # the model and of its config, as in a functional classifier.
@@ -102,8 +112,6 @@ class ConvNeXtBackbone(tf_keras.Model):
             if _stage_of(layer.name) < frozen_stages:
                 layer.trainable = False
         if weights:
-            from .weights import load_weights
-
             load_weights(self, weights)
 
     @property

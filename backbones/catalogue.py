@@ -3,8 +3,9 @@
 Names: 'imagenet_1k' (trained on ImageNet-1k), 'imagenet_22k' (pretrained on ImageNet-22k, then
 fine-tuned on 1k: the meaning the original TensorFlow port gave it), 'imagenet_22k_pretrain'
 (21841-class head), 'fcmae' (V2 self-supervised, no head), 'fcmae_imagenet_1k' (V2 FCMAE then
-fine-tuned on 1k) and 'ade20k' (UperNet, 150 classes). timm's tags are aliases. The resolution
-comes from the input shape (224, 384, or 512 for V2-huge).
+fine-tuned on 1k); the modules of other models register theirs ('ade20k' UperNets, in
+`convnext_tf.tasks.segmentation`). timm's tags are aliases. The resolution comes from the input
+shape (224, 384, or 512 for V2-huge).
 """
 from __future__ import annotations
 
@@ -110,11 +111,13 @@ CHECKPOINTS: list[Checkpoint] = [
       for s, r, t in (("nano", 224, 82.1), ("nano", 384, 83.4), ("tiny", 224, 83.9), ("tiny", 384, 85.1),
                       ("base", 224, 86.8), ("base", 384, 87.7), ("large", 224, 87.3), ("large", 384, 88.2),
                       ("huge", 384, 88.7), ("huge", 512, 88.9))],
-    # UperNet on ADE20K (mmseg's models as converted by Hugging Face; mIoU single-scale, 512x512)
-    *[Checkpoint(f"upernet_convnext_{s}", "ade20k", 512,
-                 (Source(HF, f"openmmlab/upernet-convnext-{s}/resolve/main/pytorch_model.bin"),), 150, t)
-      for s, t in (("tiny", 46.0), ("small", 48.7), ("base", 49.1), ("large", 53.2), ("xlarge", 53.6))],
 ]
+
+
+def register(checkpoints: list[Checkpoint]) -> None:
+    """Add the checkpoints of a model defined elsewhere (the UperNets of `tasks.segmentation`)."""
+    known = {(c.model, c.tag, c.resolution) for c in CHECKPOINTS}
+    CHECKPOINTS.extend(c for c in checkpoints if (c.model, c.tag, c.resolution) not in known)
 
 
 def canonical_tag(name: str) -> str:

@@ -1,52 +1,16 @@
-"""ConvNeXt builders (`convnext_tiny(input_shape=..., include_top=..., weights=...)`).
+"""ConvNeXt V1 builders (`convnext_tiny(input_shape=..., include_top=..., weights=...)`).
 
-Each takes the keyword arguments of `build_convnext`.
+Each takes the keyword arguments of `build_convnext` (see `help(convnext_tiny)`); the depths and widths
+are in `config._SIZES`.
 """
-import tf_keras
+from .model import variant_builder
 
-from .model import build_convnext
-
-
-def convnext_atto(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-atto (3.7M parameters with the 1000-class head)."""
-    return build_convnext("convnext_atto", **kwargs)
-
-
-def convnext_femto(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-femto (5.2M parameters with the 1000-class head)."""
-    return build_convnext("convnext_femto", **kwargs)
-
-
-def convnext_pico(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-pico (9.1M parameters with the 1000-class head)."""
-    return build_convnext("convnext_pico", **kwargs)
-
-
-def convnext_nano(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-nano (15.6M parameters with the 1000-class head)."""
-    return build_convnext("convnext_nano", **kwargs)
-
-
-def convnext_tiny(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-tiny (28.6M parameters with the 1000-class head)."""
-    return build_convnext("convnext_tiny", **kwargs)
-
-
-def convnext_small(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-small (50.2M parameters with the 1000-class head)."""
-    return build_convnext("convnext_small", **kwargs)
-
-
-def convnext_base(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-base (88.6M parameters with the 1000-class head)."""
-    return build_convnext("convnext_base", **kwargs)
-
-
-def convnext_large(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-large (197.8M parameters with the 1000-class head)."""
-    return build_convnext("convnext_large", **kwargs)
-
-
-def convnext_xlarge(**kwargs) -> tf_keras.Model:
-    """ConvNeXt-xlarge (350.2M parameters with the 1000-class head)."""
-    return build_convnext("convnext_xlarge", **kwargs)
+convnext_atto = variant_builder("convnext_atto")
+convnext_femto = variant_builder("convnext_femto")
+convnext_pico = variant_builder("convnext_pico")
+convnext_nano = variant_builder("convnext_nano")
+convnext_tiny = variant_builder("convnext_tiny")
+convnext_small = variant_builder("convnext_small")
+convnext_base = variant_builder("convnext_base")
+convnext_large = variant_builder("convnext_large")
+convnext_xlarge = variant_builder("convnext_xlarge")

@@ -8,16 +8,19 @@ stage is the stage output.
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+from typing import Callable
+
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from . import arguments
-from .config import ConvNeXtConfig
+from . import arguments, catalogue
+from .config import IMAGENET_MEAN, IMAGENET_STD, ConvNeXtConfig
+from .download import cached_checkpoint
 from .layers import GRN, InputCheck, LayerNorm, LayerScale, PointwiseDense, StochasticDepth, check_input_shape
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .weights import load_weights
 
 
 def _init(std: float = 0.02) -> tf_keras.initializers.Initializer:
@@ -90,7 +93,7 @@ def model_inputs(input_shape, input_tensor) -> tuple[tf.Tensor, list]:
 
 
 def build_convnext(
-    variant: str,
+    variant: str | ConvNeXtConfig,
     *,
     input_shape: tuple | None = (224, 224, 3),
     input_tensor: tf.Tensor | None = None,
@@ -105,9 +108,12 @@ def build_convnext(
     skip_head: bool = False,
     name: str | None = None,
 ) -> tf_keras.Model:
-    """Build the ConvNeXt `variant` (see `list_models()`) as a tf_keras functional model.
+    """Build the ConvNeXt `variant` as a tf_keras functional model.
 
     Args:
+      variant: a name from `list_models()` ('convnext_tiny', 'convnextv2_atto', ...) or a
+        `ConvNeXtConfig` of any depths and widths (its drop path, layer scale and head scale are
+        overridden by the arguments below when they are given).
       input_shape: (H, W, C); H and W may be None. Ignored when `input_tensor` is given.
       input_tensor: optional Keras tensor (output of preprocessing layers, say) to build on.
       include_top: classification head (global average pool, LayerNorm, Dense).
@@ -124,16 +130,14 @@ def build_convnext(
       name: Keras name of the model (default: the variant's name).
     Inputs are images normalised with the ImageNet mean and std (see `preprocess_input`).
     """
-    cfg = ConvNeXtConfig.from_name(
-        variant, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
-        head_init_scale=head_init_scale,
-    )
+    cfg = config_of(variant, drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value,
+                    head_init_scale=head_init_scale)
     arguments.choice("pooling", pooling, (None, "avg", "max"))
     include_top = arguments.boolean("include_top", include_top)
     classes = arguments.integer("classes", classes, lo=1)
     skip_head = arguments.boolean("skip_head", skip_head)
     # a published name is found (and downloaded) before the model is built, so it fails fast
-    weights = resolve_weights(weights, variant, input_tensor.shape[1] if input_tensor is not None else
+    weights = resolve_weights(weights, cfg.variant, input_tensor.shape[1] if input_tensor is not None else
                               (input_shape[0] if input_shape else None))
     x, inputs = model_inputs(input_shape, input_tensor)
     check_input_shape(x.shape)
@@ -151,26 +155,59 @@ def build_convnext(
         y = tf_keras.layers.GlobalAveragePooling2D(name="pool")(y)
     elif pooling == "max":
         y = tf_keras.layers.GlobalMaxPooling2D(name="pool")(y)
-    model = tf_keras.Model(inputs, y, name=name or variant)
+    model = tf_keras.Model(inputs, y, name=name or cfg.variant)
     if weights is not None:
-        from .weights import load_weights
-
         load_weights(model, weights, skip_head=skip_head)
     return model
 
 
-def resolve_weights(weights, model: str, resolution: int | None) -> str | None:
+def variant_builder(variant: str) -> Callable[..., tf_keras.Model]:
+    """The builder of one named variant, `convnext_tiny(**kwargs)`, with `build_convnext`'s arguments
+    as its signature and docstring (so `help()` and notebooks show them)."""
+    cfg = ConvNeXtConfig.from_name(variant)
+
+    def builder(**kwargs) -> tf_keras.Model:
+        return build_convnext(variant, **kwargs)
+
+    signature = inspect.signature(build_convnext)
+    builder.__signature__ = signature.replace(parameters=list(signature.parameters.values())[1:])
+    builder.__name__ = builder.__qualname__ = variant
+    builder.__module__ = f"convnext_tf.backbones.convnext_{cfg.version}"
+    args = build_convnext.__doc__.split("Args:", 1)[1].split("\n      variant:", 1)
+    args = args[0] + "\n" + args[1].split("\n", 3)[3] if len(args) == 2 else args[0]
+    builder.__doc__ = (
+        f"ConvNeXt {cfg.version.upper()}-{cfg.model_id}: depths {cfg.depths}, widths {cfg.dims}.\n\n    Args:{args}"
+    )
+    return builder
+
+
+def config_of(variant: str | ConvNeXtConfig, **overrides) -> ConvNeXtConfig:
+    """The config of a variant name or a `ConvNeXtConfig`, with the overrides that are not None."""
+    if isinstance(variant, ConvNeXtConfig):
+        return dataclasses.replace(variant, **{k: v for k, v in overrides.items() if v is not None})
+    return ConvNeXtConfig.from_name(variant, **overrides)
+
+
+def classifier_reference(ckpt: catalogue.Checkpoint) -> tf_keras.Model:
+    """A classifier with every part a published checkpoint has, to convert it into."""
+    return build_convnext(ckpt.model, input_shape=(None, None, 3), include_top=ckpt.classes > 0,
+                          classes=max(ckpt.classes, 1))
+
+
+def resolve_weights(
+    weights, model: str, resolution: int | None,
+    reference: Callable[[catalogue.Checkpoint], tf_keras.Model] = classifier_reference,
+) -> str | None:
     """None, a local checkpoint path as it is, or the cached Keras file of a published name.
 
     Called before a model is built, so that a name the variant lacks, or a download that fails,
-    costs no time or memory.
+    costs no time or memory. `model` is the catalogue's name of what is built ('convnext_tiny',
+    'upernet_convnext_tiny'); `reference` builds the model a download is converted into.
     """
     weights = arguments.optional_str("weights", weights, "a published name ('imagenet_1k', ...) or a checkpoint path")
-    if weights is None:
-        return None
-    from .hub import resolve
-
-    return resolve(weights, model, resolution)
+    if weights is None or not catalogue.is_name(weights):
+        return weights
+    return cached_checkpoint(catalogue.find(model, weights, resolution), reference)
 
 
 def preprocess_input(images: tf.Tensor) -> tf.Tensor:

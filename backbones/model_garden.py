@@ -6,7 +6,7 @@ model config takes `backbone=Backbone(type='convnext', convnext=ConvNeXt(model_i
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import List, Optional
 
 import tf_keras
 from official.modeling import hyperparams
@@ -20,8 +20,10 @@ from .backbone import ConvNeXtBackbone
 class ConvNeXt(hyperparams.Config):
     """Model Garden config of `ConvNeXtBackbone` (see its arguments)."""
 
-    model_id: str = "tiny"
-    version: str = "v1"
+    model_id: str = "tiny"  # or a variant name ('convnextv2_atto'), which sets the version
+    version: Optional[str] = None  # 'v1' (the default) or 'v2'
+    depths: Optional[List[int]] = None  # a custom architecture: these override model_id's
+    dims: Optional[List[int]] = None
     min_level: int = 2
     max_level: int = 5
     output_norm: bool = True
@@ -39,7 +41,7 @@ class Backbone(backbones_cfg.Backbone):
     convnext: ConvNeXt = dataclasses.field(default_factory=ConvNeXt)
 
 
-def build_convnext(
+def build_backbone(
     input_specs: tf_keras.layers.InputSpec,
     backbone_config: hyperparams.Config,
     norm_activation_config: hyperparams.Config,
@@ -62,10 +64,12 @@ def build_convnext(
         frozen_stages=cfg.frozen_stages,
         weights=cfg.weights,
         kernel_regularizer=l2_regularizer,
+        depths=cfg.depths,
+        dims=cfg.dims,
     )
 
 
 try:
-    factory.register_backbone_builder("convnext")(build_convnext)
+    factory.register_backbone_builder("convnext")(build_backbone)
 except KeyError:  # already registered: this module was imported under a second name
     pass

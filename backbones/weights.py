@@ -12,12 +12,14 @@ import pickle
 import re
 from typing import Any, Mapping
 
+import h5py
 import numpy as np
+import safetensors.numpy
 import tensorflow as tf
 import tf_keras
 
-from . import torch_files
-from .config import _SIZES, VERSIONS, model_name
+from . import arguments, torch_files
+from .config import _SIZES, VERSIONS, variant_name
 from .files import atomic_path, describe_content
 from .layers import GRN, LayerNorm, LayerScale
 
@@ -74,20 +76,8 @@ _RULES: dict[str, list[tuple[str, str]]] = {
         (rf"^hidden_states_norms\.stage{_B}\.", lambda m: f"output_norms.{int(m.group(1)) + 1}."),
     ],
 }
-# Segmentation heads, in Hugging Face's UperNetForSemanticSegmentation and mmseg's key names;
-# they come after the backbone's keys in any format.
-_HEAD_RULES = [
-    (rf"^decode_head\.psp_modules\.{_B}\.1\.conv\.", r"neck.ppm.\1.conv."),
-    (rf"^decode_head\.psp_modules\.{_B}\.1\.(batch_norm|bn)\.", r"neck.ppm.\1.bn."),
-    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.conv\.", r"neck.\1.conv."),
-    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.(batch_norm|bn)\.", r"neck.\1.bn."),
-    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.conv\.", r"neck.\1.\2.conv."),
-    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.(batch_norm|bn)\.", r"neck.\1.\2.bn."),
-    (r"^decode_head\.(classifier|conv_seg)\.", "decode_head.classifier."),
-    (rf"^auxiliary_head\.convs\.{_B}\.conv\.", r"aux_head.convs.\1.conv."),
-    (rf"^auxiliary_head\.convs\.{_B}\.(batch_norm|bn)\.", r"aux_head.convs.\1.bn."),
-    (r"^auxiliary_head\.(classifier|conv_seg)\.", "aux_head.classifier."),
-]
+# Keys of parts other modules define (the segmentation heads), in every format: see `register_rules`.
+_EXTRA_RULES: list[tuple[str, Any]] = []
 # Wrappers around a backbone's own keys: DDP, transformers' base models, segmentation models.
 _PREFIXES = ("module.", "convnext.", "convnextv2.", "backbone.")
 
@@ -158,11 +148,17 @@ def detect_format(keys) -> str:
 
 def _rename(key: str, fmt: str) -> str | None:
     key = _strip(key)
-    for pattern, repl in _RULES[fmt] + _HEAD_RULES:
+    for pattern, repl in _RULES[fmt] + _EXTRA_RULES:
         new, n = re.subn(pattern, repl, key)
         if n:
             return new
     return None
+
+
+def register_rules(rules: list[tuple[str, Any]]) -> None:
+    """Key renaming rules (regex, replacement) for parts defined outside `backbones/`, tried after a
+    format's own rules; the owner of those parts registers them (`tasks.segmentation` does for UperNet)."""
+    _EXTRA_RULES.extend(r for r in rules if r not in _EXTRA_RULES)
 
 
 def head_classes(state_dict: Mapping[str, Any]) -> int:
@@ -318,7 +314,7 @@ def guess_variant(state_dict: Mapping[str, Any], fmt: str) -> str | None:
     version = "v2" if grn else "v1"
     for size in VERSIONS[version]:
         if _SIZES[size] == arch:
-            return model_name(version, size)
+            return variant_name(version, size)
     return f"ConvNeXt {version} with depths {arch[0]} and widths {arch[1]}"
 
 
@@ -345,6 +341,47 @@ def _mismatch_message(model, fmt, missing, unexpected, mismatched, state_dict) -
     if unexpected:
         lines.append(_listing(unexpected, "unexpected in the checkpoint"))
     return "\n".join(lines)
+
+
+def export_state_dict(model: tf_keras.Model, format: str = "hf") -> dict[str, np.ndarray]:
+    """`model`'s weights as a state dict in PyTorch layouts: the reverse of `load_state_dict`.
+
+    `format='hf'`: Hugging Face transformers' names, for a classifier (`ConvNextForImageClassification`
+    or `ConvNextV2ForImageClassification`) or a backbone without its output norms.
+    """
+    arguments.choice("format", format, ["hf"])
+    variables = model_variables(model)
+    prefix = "convnextv2" if any(k.endswith(".grn/gamma") for k in variables) else "convnext"
+    out = {}
+    for key, var in variables.items():
+        layer, weight = key.split("/")
+        if layer.startswith("output_norms."):
+            continue
+        value = var.numpy()
+        if weight == "depthwise_kernel":  # (kh, kw, C, 1) -> (C, 1, kh, kw)
+            value = value.transpose(2, 3, 0, 1)
+        elif weight == "kernel":  # conv (kh, kw, in, out) -> (out, in, kh, kw); dense (in, out) -> (out, in)
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        parts = layer.split(".")
+        param = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}[weight]
+        if layer == "stem.conv":
+            name = f"{prefix}.embeddings.patch_embeddings.{param}"
+        elif layer == "stem.norm":
+            name = f"{prefix}.embeddings.layernorm.{param}"
+        elif layer == "head.norm":
+            name = f"{prefix}.layernorm.{param}"
+        elif layer == "head.fc":
+            name = f"classifier.{param}"
+        elif parts[2] == "downsample":
+            name = f"{prefix}.encoder.stages.{parts[1]}.downsampling_layer.{0 if parts[3] == 'norm' else 1}.{param}"
+        else:
+            sub = {"norm": "layernorm", "layer_scale": "layer_scale_parameter"}.get(parts[4], parts[4])
+            base = f"{prefix}.encoder.stages.{parts[1]}.layers.{parts[3]}.{sub}"
+            name = base if sub == "layer_scale_parameter" else f"{base}.{param}"
+            if sub == "grn":
+                value = value.reshape(1, 1, 1, -1)
+        out[name] = value
+    return out
 
 
 _FORMATS = {  # file extension -> (what it is, reader)
@@ -406,9 +443,7 @@ def _read_torch(path: str) -> dict:
 
 
 def _read_safetensors(path: str) -> dict:
-    from safetensors.numpy import load_file
-
-    return load_file(path)
+    return safetensors.numpy.load_file(path)
 
 
 def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
@@ -418,8 +453,6 @@ def _read_keras_h5(path: str) -> dict[str, np.ndarray]:
     original TensorFlow port (zibbini/convnext-v2_tensorflow: `stem`, `down_sample_k`,
     `block_{i}_{j}`, `head`), whose nested layers have generated names and are read by position.
     """
-    import h5py
-
     out = {}
     with h5py.File(path, "r") as f:
         root = f["model_weights"] if "model_weights" in f else f

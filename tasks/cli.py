@@ -11,40 +11,13 @@ import sys
 
 import numpy as np
 
-
-def to_hf_state_dict(model) -> dict:
-    """Our classifier's weights under Hugging Face transformers' names and PyTorch layouts."""
-    from convnext_tf.backbones.weights import model_variables
-
-    prefix = "convnextv2" if any(k.endswith(".grn/gamma") for k in model_variables(model)) else "convnext"
-    out = {}
-    for key, var in model_variables(model).items():
-        layer, weight = key.split("/")
-        value = var.numpy()
-        if weight == "depthwise_kernel":
-            value = value.transpose(2, 3, 0, 1)
-        elif weight == "kernel":
-            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
-        parts = layer.split(".")
-        param = {"kernel": "weight", "depthwise_kernel": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}[weight]
-        if layer == "stem.conv":
-            name = f"{prefix}.embeddings.patch_embeddings.{param}"
-        elif layer == "stem.norm":
-            name = f"{prefix}.embeddings.layernorm.{param}"
-        elif layer == "head.norm":
-            name = f"{prefix}.layernorm.{param}"
-        elif layer == "head.fc":
-            name = f"classifier.{param}"
-        elif parts[2] == "downsample":
-            name = f"{prefix}.encoder.stages.{parts[1]}.downsampling_layer.{0 if parts[3] == 'norm' else 1}.{param}"
-        else:
-            sub = {"norm": "layernorm", "layer_scale": "layer_scale_parameter"}.get(parts[4], parts[4])
-            base = f"{prefix}.encoder.stages.{parts[1]}.layers.{parts[3]}.{sub}"
-            name = base if sub == "layer_scale_parameter" else f"{base}.{param}"
-            if sub == "grn":
-                value = value.reshape(1, 1, 1, -1)
-        out[name] = value
-    return out
+from convnext_tf.backbones import (
+    ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict, read_checkpoint,
+    save_weights,
+)
+from convnext_tf.backbones.model import resolve_weights
+from convnext_tf.backbones.weights import head_classes
+from convnext_tf.tasks import imagenet
 
 
 def verify(model, name: str) -> float:
@@ -56,16 +29,13 @@ def verify(model, name: str) -> float:
         )
     except ImportError as e:
         raise ImportError(f"--verify runs the PyTorch reference: pip install 'convnext-tf[convert]' ({e}).") from e
-
-    from convnext_tf.backbones import ConvNeXtConfig
-
     cfg = ConvNeXtConfig.from_name(name)
     v2 = cfg.version == "v2"
     config = (ConvNextV2Config if v2 else ConvNextConfig)(
         depths=list(cfg.depths), hidden_sizes=list(cfg.dims), layer_norm_eps=1e-6, num_labels=model.output_shape[-1]
     )
     ref = (ConvNextV2ForImageClassification if v2 else ConvNextForImageClassification)(config).eval()
-    ref.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in to_hf_state_dict(model).items()})
+    ref.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in export_state_dict(model, 'hf').items()})
     x = np.random.default_rng(0).standard_normal((2, 224, 224, 3)).astype(np.float32)
     with torch.no_grad():
         expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy()
@@ -73,14 +43,11 @@ def verify(model, name: str) -> float:
 
 
 def convert(args) -> None:
-    from convnext_tf.backbones import build_convnext, catalogue, hub, load_state_dict, read_checkpoint, save_weights
-    from convnext_tf.backbones.weights import head_classes
-
     out = args.out
     if out is not None and not out.lower().endswith(".h5"):
         raise ValueError(f"--out {out!r}: convert writes Keras weights, so the file needs the extension .weights.h5.")
     if catalogue.is_name(args.src):
-        path = hub.pretrained(args.model, args.src, args.resolution)
+        path = resolve_weights(args.src, args.model, args.resolution)
         state_dict = read_checkpoint(path)
         what = args.src
         out = out or os.path.basename(path)
@@ -103,9 +70,6 @@ def convert(args) -> None:
 
 
 def eval_imagenet(args) -> None:
-    from convnext_tf.backbones import create_model
-    from convnext_tf.tasks import imagenet
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1; got {args.batch_size}.")
     if args.resolution < 32:

@@ -12,7 +12,7 @@ import argparse
 import os
 from importlib import resources
 
-from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, preprocess_input
+from convnext_tf.backbones import ConvNeXtBackbone, preprocess_input
 from convnext_tf.tasks.segmentation import build_segmentation_model
 from convnext_tf.tasks.visualize import overlay, panel_row, pca_rgb, read_rgb, write_rgb
 
@@ -31,8 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     image = read_rgb(args.image)
-    cfg = ConvNeXtConfig.from_name(args.model)
-    backbone = ConvNeXtBackbone(cfg.size, cfg.version, output_norm=False, weights=args.weights)
+    backbone = ConvNeXtBackbone(args.model, output_norm=False, weights=args.weights)
     features = [f.numpy()[0] for f in backbone(preprocess_input(image[None]), training=False).values()]
 
     print(f"{args.model} ({'weights ' + args.weights if args.weights else 'random weights'}) "
@@ -47,11 +46,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"wrote {path} (first three principal components of each stage as RGB)")
 
     # UperNet checkpoints hold their own backbone; otherwise the backbone gets --weights
-    seg_backbone = args.model if args.segmentation_weights else ConvNeXtBackbone(cfg.size, cfg.version, weights=args.weights)
+    seg_backbone = args.model if args.segmentation_weights else ConvNeXtBackbone(args.model, weights=args.weights)
     seg = build_segmentation_model(seg_backbone, 150, weights=args.segmentation_weights)
     labels = seg(preprocess_input(image[None]), training=False).numpy()[0].argmax(-1)
     path = os.path.join(args.out, "segmentation.png")
-    write_rgb(path, panel_row([image, overlay(image, labels)], ["input", f"UperNet-{cfg.size} ({args.segmentation_weights or 'random weights'})"], height=300))
+    write_rgb(path, panel_row([image, overlay(image, labels)], ["input", f"UperNet-{backbone.convnext_config.model_id} ({args.segmentation_weights or 'random weights'})"], height=300))
     print(f"UperNet {args.model}: logits at {labels.shape[1]}x{labels.shape[0]}, {len(set(labels.ravel().tolist()))} classes present")
     print(f"wrote {path}")
 

@@ -21,10 +21,11 @@ import tensorflow as tf
 import tf_keras
 
 from convnext_tf.backbones import arguments
+from convnext_tf.backbones.config import IMAGENET_MEAN, IMAGENET_STD
 
 CROP_PCT = 0.875
-MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-STD = np.array([0.229, 0.224, 0.225], np.float32)
+MEAN = np.array(IMAGENET_MEAN, np.float32)
+STD = np.array(IMAGENET_STD, np.float32)
 _PRECISION_BITS = 22  # PIL's fixed-point precision for 8-bit images
 
 

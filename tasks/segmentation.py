@@ -5,14 +5,39 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, arguments, load_weights
+from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, arguments, catalogue, load_weights
 from convnext_tf.backbones.layers import serializable
 from convnext_tf.backbones.model import resolve_weights
+from convnext_tf.backbones.weights import register_rules
 from convnext_tf.necks import NECKS, FPN, UperNet
 from convnext_tf.necks.ops import ResizeLike, conv_bn_relu, pyramid_inputs, resize
 
 IGNORE_LABEL = 255
 AUX_WEIGHT = 0.4  # weight of the auxiliary FCN head's loss in the official UperNet recipe
+
+_B = r"(\d+)"
+# Checkpoint keys of the heads, in Hugging Face's UperNetForSemanticSegmentation and mmseg's names;
+# the backbone's keys are converted by its own rules, in any format.
+register_rules([
+    (rf"^decode_head\.psp_modules\.{_B}\.1\.conv\.", r"neck.ppm.\1.conv."),
+    (rf"^decode_head\.psp_modules\.{_B}\.1\.(batch_norm|bn)\.", r"neck.ppm.\1.bn."),
+    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.conv\.", r"neck.\1.conv."),
+    (r"^decode_head\.(bottleneck|fpn_bottleneck)\.(batch_norm|bn)\.", r"neck.\1.bn."),
+    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.conv\.", r"neck.\1.\2.conv."),
+    (rf"^decode_head\.(lateral_convs|fpn_convs)\.{_B}\.(batch_norm|bn)\.", r"neck.\1.\2.bn."),
+    (r"^decode_head\.(classifier|conv_seg)\.", "decode_head.classifier."),
+    (rf"^auxiliary_head\.convs\.{_B}\.conv\.", r"aux_head.convs.\1.conv."),
+    (rf"^auxiliary_head\.convs\.{_B}\.(batch_norm|bn)\.", r"aux_head.convs.\1.bn."),
+    (r"^auxiliary_head\.(classifier|conv_seg)\.", "aux_head.classifier."),
+])
+# UperNet on ADE20K: mmseg's models as converted by Hugging Face (mIoU single-scale, 512x512)
+catalogue.register([
+    catalogue.Checkpoint(
+        f"upernet_convnext_{s}", "ade20k", 512,
+        (catalogue.Source(catalogue.HF, f"openmmlab/upernet-convnext-{s}/resolve/main/pytorch_model.bin"),), 150, miou,
+    )
+    for s, miou in (("tiny", 46.0), ("small", 48.7), ("base", 49.1), ("large", 53.2), ("xlarge", 53.6))
+])
 
 
 def _classifier(x, num_classes, dropout_rate, name):
@@ -258,9 +283,11 @@ def build_segmentation_model(
             f"backbone must be a ConvNeXtBackbone or a variant name ('convnext_tiny', ...); got "
             f"{type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
         )
-    weights = resolve_weights(weights, f"upernet_{cfg.name}", 512)  # before anything is built
+    weights = resolve_weights(  # before anything is built
+        weights, f"upernet_{cfg.variant}", 512, lambda ckpt: build_segmentation_model(cfg.variant, ckpt.classes)
+    )
     if isinstance(backbone, str):
-        backbone = ConvNeXtBackbone(cfg.size, cfg.version)
+        backbone = ConvNeXtBackbone(cfg.variant)
     missing = [l for l in ("2", "3", "4", "5") if l not in backbone.output_specs]
     if missing:
         raise ValueError(
@@ -276,7 +303,7 @@ def build_segmentation_model(
         neck_model,
         decode_head(neck_model, num_classes, dropout_rate),
         fcn_aux_head(backbone, num_classes, aux_channels, dropout_rate) if aux_head else None,
-        name=f"{cfg.name}_{neck}",
+        name=f"{cfg.variant}_{neck}",
     )
     if weights:
         load_weights(model, weights)

@@ -18,11 +18,11 @@ import tf_keras
 import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
-from test_hub import Server, cached_files, official, torch_bytes
+from test_download import Server, cached_files, official, torch_bytes
 from test_imagenet import make_ilsvrc
 
 from convnext_tf.backbones import (
-    ConvNeXtBackbone, CheckpointMismatchError, catalogue, convnext_atto, convnextv2_atto, create_model, hub,
+    ConvNeXtBackbone, CheckpointMismatchError, catalogue, convnext_atto, convnextv2_atto, create_model, download,
     load_state_dict, load_weights, read_checkpoint, save_weights,
 )
 from convnext_tf.backbones.layers import StochasticDepth
@@ -91,7 +91,7 @@ def test_eval_imagenet_batch_size_is_checked(tmp_path, capsys, batch):
 
 def test_eval_imagenet_checks_the_data_before_building_the_model(tmp_path, capsys, monkeypatch):
     built = []
-    monkeypatch.setattr("convnext_tf.backbones.create_model", lambda *a, **k: built.append(1))
+    monkeypatch.setattr("convnext_tf.tasks.cli.create_model", lambda *a, **k: built.append(1))
     (tmp_path / "empty").mkdir()
     for data in (tmp_path / "missing", tmp_path / "empty"):
         with pytest.raises(SystemExit):
@@ -228,7 +228,7 @@ def v2_bytes():
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(download.HOME_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -240,7 +240,7 @@ def serve(monkeypatch, files):
 
 def test_short_download_without_content_length_is_not_cached(cache, monkeypatch, v2_bytes):
     srv = serve(monkeypatch, {V2.path: (v2_bytes[: len(v2_bytes) // 2], {})})  # no Content-Length, cut short
-    with pytest.raises(hub.DownloadError, match=r"not a checkpoint \(\d+ bytes\)"):
+    with pytest.raises(download.DownloadError, match=r"not a checkpoint \(\d+ bytes\)"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
     assert cached_files(cache.parent) == []
     srv.files[V2.path] = (v2_bytes, {})
@@ -266,8 +266,8 @@ def test_corrupt_cache_file_is_removed_and_made_again(cache, monkeypatch, v2_byt
 
 def test_killed_download_leaves_a_temporary_that_is_cleaned_later(cache, monkeypatch, v2_bytes):
     srv = serve(monkeypatch, {V2.path: (v2_bytes, {"Content-Length": str(len(v2_bytes))})})
-    code = ("from convnext_tf.backbones import hub, catalogue\n"
-            "hub.download(catalogue.find('convnextv2_atto', 'fcmae_imagenet_1k', 224), progress=False)\n")
+    code = ("from convnext_tf.backbones import download, catalogue\n"
+            "download.download(catalogue.find('convnextv2_atto', 'fcmae_imagenet_1k', 224), progress=False)\n")
     env = dict(os.environ, CONVNEXT_TF_BASE_URL=srv.url + "/slow")
     child = subprocess.Popen([sys.executable, "-c", code], env=env)
     downloads = cache / "downloads"
@@ -304,7 +304,7 @@ def test_written_files_follow_the_umask(cache, monkeypatch, v2_bytes, tmp_path, 
 def test_a_web_page_is_a_download_error_naming_what_came(cache, monkeypatch):
     page = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
     serve(monkeypatch, {V2.path: (page, {"Content-Type": "text/html; charset=utf-8", "Content-Length": str(len(page))})})
-    with pytest.raises(hub.DownloadError) as e:
+    with pytest.raises(download.DownloadError) as e:
         convnextv2_atto(weights="fcmae_imagenet_1k")
     msg = str(e.value)
     assert V2.url in msg and "content type 'text/html; charset=utf-8'" in msg and "starting '<!DOCTYPE html>" in msg
@@ -334,8 +334,8 @@ def test_read_only_cache_converts_in_memory(cache, monkeypatch, v2_bytes):
 
 def test_unusable_cache_folder_names_the_variable(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("x")
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "file" / "cache"))
-    with pytest.raises(hub.DownloadError, match=f"Cannot write the cache folder .*Set {hub.HOME_ENV} to a writable folder"):
+    monkeypatch.setenv(download.HOME_ENV, str(tmp_path / "file" / "cache"))
+    with pytest.raises(download.DownloadError, match=f"Cannot write the cache folder .*Set {download.HOME_ENV} to a writable folder"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
 
 
@@ -506,9 +506,9 @@ def test_a_published_name_fails_before_the_model_is_built(cache, monkeypatch):
     monkeypatch.setattr("convnext_tf.backbones.model.trunk", no_building)
     monkeypatch.setattr("convnext_tf.backbones.backbone.trunk", no_building)
     monkeypatch.setenv(catalogue.BASE_URL_ENV, "http://127.0.0.1:9")  # nobody listens on the discard port
-    with pytest.raises(hub.DownloadError, match="huge_22k_512_ema.pt"):
+    with pytest.raises(download.DownloadError, match="huge_22k_512_ema.pt"):
         create_model("convnextv2_huge", input_shape=(512, 512, 3), weights="imagenet_22k")
-    with pytest.raises(hub.DownloadError):
+    with pytest.raises(download.DownloadError):
         ConvNeXtBackbone("huge", "v2", weights="imagenet_22k")
     with pytest.raises(ValueError, match="No checkpoint 'imagenet_22k' for convnext_atto"):
         create_model("convnext_atto", weights="imagenet_22k")

@@ -19,9 +19,9 @@ import tf_keras
 import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save_file
-from test_hub import Server, official, torch_bytes
+from test_download import Server, official, torch_bytes
 
-from convnext_tf.backbones import catalogue, hub, read_checkpoint, torch_files
+from convnext_tf.backbones import catalogue, download, read_checkpoint, torch_files
 from convnext_tf.backbones.weights import CheckpointReadError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,7 +145,7 @@ def test_pretrained_name_falls_back_to_the_next_source_without_torch(tmp_path):
             "import numpy as np\nfrom convnext_tf.backbones import convnext_tiny\n"
             "model = convnext_tiny(input_shape=(None, None, 3), weights='imagenet_1k')\n"
             f"np.save({str(tmp_path / 'logits.npy')!r}, model(np.load({str(tmp_path / 'x.npy')!r})).numpy())\n",
-            **{catalogue.BASE_URL_ENV: srv.url, hub.HOME_ENV: str(tmp_path / "cache")},
+            **{catalogue.BASE_URL_ENV: srv.url, download.HOME_ENV: str(tmp_path / "cache")},
         )
     finally:
         srv.close()

@@ -18,12 +18,12 @@ import tf_keras
 import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
-from test_hub import Server, official, torch_bytes
+from test_download import Server, official, torch_bytes
 from test_imagenet import make_ilsvrc
 from test_no_torch import port_file
 from test_segmentation import hf_upernet
 
-from convnext_tf.backbones import catalogue, hub
+from convnext_tf.backbones import catalogue, download
 from convnext_tf.tasks.demo import default_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,7 +80,7 @@ def workdir(tmp_path_factory):
             torch_bytes(hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256).state_dict()),
     }
     server = Server(files)
-    env = {catalogue.BASE_URL_ENV: server.url, hub.HOME_ENV: str(root / "cache")}
+    env = {catalogue.BASE_URL_ENV: server.url, download.HOME_ENV: str(root / "cache")}
     yield root, env
     server.close()
 

@@ -1,5 +1,8 @@
 """Download, verify and cache published checkpoints, and cache their Keras conversions.
 
+Nothing here knows a model: whoever asks for a checkpoint says how to build the model to convert
+it into (`cached_checkpoint(ckpt, reference)`).
+
 Files go to `$CONVNEXT_TF_HOME` (default `~/.cache/convnext_tf`): the original under
 `downloads/`, the converted Keras weights under `converted/`. Both are written to a temporary
 file, verified there (size, sha256 when published, a structural read), and renamed only then, so
@@ -14,6 +17,7 @@ import os
 import urllib.error
 import urllib.request
 import warnings
+from typing import Callable
 
 import h5py
 import tf_keras
@@ -130,19 +134,6 @@ def converted_path(ckpt: Checkpoint) -> str:
     return os.path.join(cache_dir(), "converted", f"{ckpt.model}_{ckpt.tag}_{ckpt.resolution}.weights.h5")
 
 
-def _reference_model(ckpt: Checkpoint) -> tf_keras.Model:
-    """A model with every part the checkpoint has, to convert it into."""
-    if ckpt.model.startswith("upernet_"):
-        from convnext_tf.tasks.segmentation import build_segmentation_model
-
-        return build_segmentation_model(ckpt.model[len("upernet_") :], ckpt.classes)
-    from .model import build_convnext
-
-    return build_convnext(
-        ckpt.model, input_shape=(None, None, 3), include_top=ckpt.classes > 0, classes=max(ckpt.classes, 1)
-    )
-
-
 def _intact_h5(path: str) -> bool:
     """Whether a converted file opens as Keras HDF5 weights (a truncated or overwritten one does not)."""
     try:
@@ -160,45 +151,36 @@ def _discard(path: str, what: str) -> None:
         pass
 
 
-def pretrained(model: str, name: str, resolution: int | None = None, progress: bool = True) -> str:
-    """Path of the converted Keras weights of checkpoint `name` of `model`.
+def cached_checkpoint(ckpt: Checkpoint, reference: Callable[[Checkpoint], tf_keras.Model], progress: bool = True) -> str:
+    """Path of the converted Keras weights of the published checkpoint `ckpt`.
 
-    Downloads, verifies and converts on first use; afterwards the cached conversion is used and
-    nothing is downloaded or converted. Where the cache cannot be written (read-only), the
+    Downloads, verifies and converts on first use, into the model `reference(ckpt)` builds (the
+    module that owns the model knows how to build it); afterwards the cached conversion is used
+    and nothing is downloaded or converted. Where the cache cannot be written (read-only), the
     downloaded file's path is returned and loading converts it in memory.
     """
-    from .catalogue import find
-
-    ckpt = find(model, name, resolution)
     path = converted_path(ckpt)
     if os.path.exists(path):
         if _intact_h5(path):
             return path
         _discard(path, "not a readable Keras weights file")
     source = download(ckpt, progress)
-    reference = _reference_model(ckpt)
+    model = reference(ckpt)
     try:
-        load_weights(reference, source)  # strict: a file that does not fit is reported, not cached
+        load_weights(model, source)  # strict: a file that does not fit is reported, not cached
     except CheckpointReadError as e:  # damaged in the cache since it was verified
         _discard(source, str(e))
         source = download(ckpt, progress)
-        load_weights(reference, source)
+        load_weights(model, source)
     except CheckpointMismatchError:
         os.remove(source)  # a foreign download would fail the same way next time
         raise
     try:
         _writable_folder("converted")
-        save_weights(reference, path)
+        save_weights(model, path)
     except OSError as e:
         warnings.warn(f"convnext-tf: cannot cache the converted weights ({e}); converting {source} on each use.")
         return source
     if progress:
         print(f"convnext-tf: converted {source} -> {path}")
     return path
-
-
-def resolve(weights: str, model: str, resolution: int | None = None) -> str:
-    """A local checkpoint path as it is, or the converted file of a catalogue name."""
-    from .catalogue import is_name
-
-    return pretrained(model, weights, resolution) if is_name(weights) else weights

@@ -14,7 +14,7 @@ import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
 
-from convnext_tf.backbones import ConvNeXtBackbone, catalogue, convnext_atto, convnextv2_atto, hub
+from convnext_tf.backbones import ConvNeXtBackbone, catalogue, convnext_atto, convnextv2_atto, download
 
 X = np.random.default_rng(0).standard_normal((1, 64, 64, 3)).astype(np.float32)
 
@@ -87,7 +87,7 @@ def server(refs, tmp_path, monkeypatch):
     }
     srv = Server(files)
     monkeypatch.setenv(catalogue.BASE_URL_ENV, srv.url)
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(download.HOME_ENV, str(tmp_path / "cache"))
     yield srv
     srv.close()
 
@@ -138,7 +138,7 @@ def test_hash_mismatch_is_rejected_and_deleted(server, tmp_path, monkeypatch):
     bad = [dataclasses.replace(c, sources=tuple(dataclasses.replace(s, sha256="0" * 64) for s in c.sources))
            if c.model == "convnextv2_atto" else c for c in catalogue.CHECKPOINTS]
     monkeypatch.setattr(catalogue, "CHECKPOINTS", bad)
-    with pytest.raises(hub.DownloadError, match="sha256 differs"):
+    with pytest.raises(download.DownloadError, match="sha256 differs"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
     assert cached_files(tmp_path) == []
 
@@ -157,14 +157,14 @@ def test_good_hash_is_accepted(server, tmp_path, monkeypatch):
 
 def test_interrupted_download_leaves_nothing(server, tmp_path, monkeypatch):
     monkeypatch.setenv(catalogue.BASE_URL_ENV, server.url + "/cut")
-    with pytest.raises(hub.DownloadError, match="closed after"):
+    with pytest.raises(download.DownloadError, match="closed after"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
     assert cached_files(tmp_path) == []
 
 
 def test_404_and_refused_connection_say_url_cache_and_local_file(server, tmp_path, monkeypatch):
     monkeypatch.setenv(catalogue.BASE_URL_ENV, server.url + "/missing")
-    with pytest.raises(hub.DownloadError) as e:
+    with pytest.raises(download.DownloadError) as e:
         convnextv2_atto(weights="fcmae_imagenet_1k")
     msg = str(e.value)
     assert f"{server.url}/missing/convnext/convnextv2/im1k/convnextv2_atto_1k_224_ema.pt" in msg
@@ -174,7 +174,7 @@ def test_404_and_refused_connection_say_url_cache_and_local_file(server, tmp_pat
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv(catalogue.BASE_URL_ENV, f"http://127.0.0.1:{port}")
-    with pytest.raises(hub.DownloadError, match="refused"):
+    with pytest.raises(download.DownloadError, match="refused"):
         convnextv2_atto(weights="fcmae_imagenet_1k")
     assert cached_files(tmp_path) == []
 
@@ -189,7 +189,7 @@ def test_upernet_ade20k_by_name(tmp_path, monkeypatch):
     ref = hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256)
     srv = Server({ckpt.sources[0].path: torch_bytes(ref.state_dict())})
     monkeypatch.setenv(catalogue.BASE_URL_ENV, srv.url)
-    monkeypatch.setenv(hub.HOME_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(download.HOME_ENV, str(tmp_path / "cache"))
     try:
         model = build_segmentation_model("convnext_tiny", 150, weights="ade20k")
     finally:
