@@ -91,3 +91,7 @@ def hf_to_timm(sd: dict, conv_mlp: bool) -> dict:
             v = v[:, :, None, None]
         out[k] = v
     return out
+
+
+# A small custom ConvNeXt for tests of behaviour (shapes, saving, training), not of parity.
+TINY_DEPTHS, TINY_DIMS = (1, 1, 2, 1), (16, 32, 48, 64)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tf_keras
 import torch
-from reference import hf_classifier, hf_to_official, hf_to_timm
+from reference import TINY_DEPTHS, TINY_DIMS, hf_classifier, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
 from test_download import Server, cached_files, official, torch_bytes
 from test_imagenet import make_ilsvrc
@@ -145,17 +145,17 @@ def preprocessing_input():
 
 
 def make_model(kind):
-    """A small model of each class the library has, with non-trivial weights."""
+    """A small model of each class the library has (a custom tiny ConvNeXt), with non-trivial weights."""
     if kind == "classifier":
         model = create_model("convnextv2_atto", input_shape=(None, None, 3), drop_path_rate=0.1)
         load_state_dict(model, hf_classifier("convnextv2_atto", seed=2).state_dict())
     elif kind == "backbone":
-        model = ConvNeXtBackbone("atto", "v1", min_level=3, input_tensor=preprocessing_input()[1])
+        model = ConvNeXtBackbone(depths=TINY_DEPTHS, dims=TINY_DIMS, min_level=3, input_tensor=preprocessing_input()[1])
     elif kind in ("upernet", "fpn"):
-        specs = ConvNeXtBackbone("atto").output_specs
+        specs = ConvNeXtBackbone(depths=TINY_DEPTHS, dims=TINY_DIMS).output_specs
         model = UperNet(specs, channels=16) if kind == "upernet" else FPN(specs, min_level=3, max_level=6, num_filters=8)
     else:
-        backbone = ConvNeXtBackbone("atto", "v2", input_tensor=preprocessing_input()[1])
+        backbone = ConvNeXtBackbone(version="v2", depths=TINY_DEPTHS, dims=TINY_DIMS, input_tensor=preprocessing_input()[1])
         model = build_segmentation_model(backbone, 3, neck=kind.split("_")[1], channels=16, aux_channels=8)
     if kind != "classifier":  # away from the initial values, BatchNorm statistics included
         model.set_weights([RNG.uniform(0.5, 1.5, w.shape).astype(w.dtype) * (0.1 if w.ndim > 1 else 1)
@@ -165,7 +165,7 @@ def make_model(kind):
 
 def model_input(kind, h, w):
     if kind in ("upernet", "fpn"):
-        return {str(l): images(1, -(-h // 2**l), -(-w // 2**l), c) for l, c in zip(range(2, 6), (40, 80, 160, 320))}
+        return {str(l): images(1, -(-h // 2**l), -(-w // 2**l), c) for l, c in zip(range(2, 6), TINY_DIMS)}
     return RNG.uniform(0, 255, (2, h, w, 3)).astype(np.float32)
 
 

@@ -6,14 +6,17 @@ import tf_keras
 from official.vision.configs import retinanet as retinanet_cfg
 from official.vision.ops import anchor
 from official.vision.tasks.retinanet import RetinaNetTask
+from reference import TINY_DEPTHS, TINY_DIMS
 
 from convnext_tf.backbones import ConvNeXtBackbone
 from convnext_tf.tasks import detection
 
+TINY = dict(depths=list(TINY_DEPTHS), dims=list(TINY_DIMS))  # a small custom backbone: behaviour, not parity
+
 
 @pytest.mark.parametrize("h,w", [(640, 640), (384, 512)])
 def test_retinanet_forward(h, w):
-    config = detection.retinanet_config("atto", num_classes=4, num_filters=32)
+    config = detection.retinanet_config("atto", num_classes=4, num_filters=32, **TINY)
     model = detection.build_retinanet(config)
     assert isinstance(model.backbone, ConvNeXtBackbone)
     out = detection.detect(model, config, np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)))
@@ -25,7 +28,7 @@ def test_retinanet_forward(h, w):
 
 @pytest.mark.parametrize("h,w", [(640, 640), (384, 512)])
 def test_maskrcnn_forward(h, w):
-    config = detection.maskrcnn_config("atto", version="v2", num_classes=3, num_filters=32)
+    config = detection.maskrcnn_config("atto", version="v2", num_classes=3, num_filters=32, **TINY)
     model = detection.build_maskrcnn(config)
     out = detection.detect(model, config, np.random.default_rng(0).uniform(-1, 1, (1, h, w, 3)))
     n = out["detection_boxes"].shape[1]
@@ -42,7 +45,7 @@ def test_anchor_size_error():
 
 def test_retinanet_training_with_model_garden_losses():
     tf.random.set_seed(0)
-    config = detection.retinanet_config("atto", num_classes=3, num_filters=32)
+    config = detection.retinanet_config("atto", num_classes=3, num_filters=32, **TINY)
     task = RetinaNetTask(retinanet_cfg.RetinaNetTask(model=config))
     model = detection.build_retinanet(config)
     h = w = 256
@@ -74,7 +77,7 @@ def test_maskrcnn_training_with_model_garden_losses():
     from official.vision.tasks.maskrcnn import MaskRCNNTask
 
     tf.random.set_seed(0)
-    config = detection.maskrcnn_config("atto", num_classes=3, num_filters=32)
+    config = detection.maskrcnn_config("atto", num_classes=3, num_filters=32, **TINY)
     # small heads and samples keep the test fast; the losses are Model Garden's all the same
     config.rpn_head.num_filters = config.detection_head.num_filters = config.mask_head.num_filters = 32
     config.detection_head.fc_dims = 64

@@ -7,7 +7,7 @@ import tf_keras
 import torch
 from reference import hf_classifier, hf_to_official, hf_to_timm
 
-from convnext_tf.backbones import CheckpointMismatchError, create_model, load_state_dict, save_weights
+from convnext_tf.backbones import CheckpointMismatchError, CheckpointReadError, create_model, load_state_dict, save_weights
 
 X = np.random.default_rng(1).standard_normal((2, 64, 96, 3)).astype(np.float32)
 
@@ -53,12 +53,14 @@ def test_files_pth_safetensors_h5(tmp_path):
     np.testing.assert_array_equal(headless.get_layer("stem.conv").kernel.numpy(), model.get_layer("stem.conv").kernel.numpy())
 
 
-def test_pth_without_torch_says_install_convert_extra(tmp_path, monkeypatch):
-    path = tmp_path / "w.pth"
-    path.write_bytes(b"0")
+def test_pth_without_torch_is_read_with_numpy(tmp_path, monkeypatch):
+    """Issue 9: .pth files no longer need torch (they used to raise an ImportError without it)."""
+    torch.save(hf_to_official(hf_classifier("convnext_atto").state_dict()), tmp_path / "good.pth")
+    (tmp_path / "w.pth").write_bytes(b"0")
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(ImportError, match=r"convnext-tf\[convert\]"):
-        create_model("convnext_atto", weights=str(path))
+    create_model("convnext_atto", weights=str(tmp_path / "good.pth"))
+    with pytest.raises(CheckpointReadError, match=r"w\.pth as a PyTorch checkpoint: it is not a zip archive"):
+        create_model("convnext_atto", weights=str(tmp_path / "w.pth"))
 
 
 def test_headless_model_skips_head():
