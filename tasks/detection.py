@@ -28,7 +28,7 @@ def _parts(model_id, version, num_filters, backbone_kwargs):
 
 
 def retinanet_config(
-    model_id: str = "tiny", version: str = "v1", num_classes: int = 91, min_level: int = 3, max_level: int = 7,
+    model_id: str = "tiny", version: str | None = None, num_classes: int = 91, min_level: int = 3, max_level: int = 7,
     num_filters: int = 256, **backbone_kwargs,
 ) -> retinanet_cfg.RetinaNet:
     """Model Garden RetinaNet config with a ConvNeXt backbone (kwargs: `ConvNeXt` config fields)."""
@@ -40,7 +40,7 @@ def retinanet_config(
 
 
 def maskrcnn_config(
-    model_id: str = "tiny", version: str = "v1", num_classes: int = 91, include_mask: bool = True,
+    model_id: str = "tiny", version: str | None = None, num_classes: int = 91, include_mask: bool = True,
     num_filters: int = 256, **backbone_kwargs,
 ) -> maskrcnn_cfg.MaskRCNN:
     """Model Garden Mask R-CNN config (levels 2..6) with a ConvNeXt backbone."""
