@@ -140,11 +140,7 @@ class SegmentationModel(tf_keras.Model):
     """
 
     def __init__(self, backbone, neck, decode_head, aux_head=None, ignore_label=IGNORE_LABEL, **kwargs):
-        if not isinstance(backbone, ConvNeXtBackbone):
-            raise ValueError(
-                f"backbone must be a ConvNeXtBackbone (or a variant name in build_segmentation_model); "
-                f"got {type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
-            )
+        _check_backbone(backbone, variant_names=False)
         super().__init__(**kwargs)
         self.backbone = backbone
         self.neck = neck
@@ -245,6 +241,14 @@ class SegmentationModel(tf_keras.Model):
         return self._update_metrics(self.compute_loss(labels, logits, sample_weight), labels, logits, sample_weight)
 
 
+def _check_backbone(backbone, variant_names: bool) -> None:
+    if not (isinstance(backbone, ConvNeXtBackbone) or (variant_names and isinstance(backbone, str))):
+        raise ValueError(
+            f"backbone must be a ConvNeXtBackbone{' or a variant name' if variant_names else ''} ('convnext_tiny', ...); "
+            f"got {type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
+        )
+
+
 def build_segmentation_model(
     backbone: ConvNeXtBackbone | str,
     num_classes: int,
@@ -274,15 +278,8 @@ def build_segmentation_model(
         channels = arguments.integer("channels", channels, lo=1)
     aux_channels = arguments.integer("aux_channels", aux_channels, lo=1)
     dropout_rate = arguments.number("dropout_rate", dropout_rate, 0.0, 1.0)
-    if isinstance(backbone, str):
-        cfg = ConvNeXtConfig.from_name(backbone)
-    elif isinstance(backbone, ConvNeXtBackbone):
-        cfg = backbone.convnext_config
-    else:
-        raise ValueError(
-            f"backbone must be a ConvNeXtBackbone or a variant name ('convnext_tiny', ...); got "
-            f"{type(backbone).__name__} {getattr(backbone, 'name', backbone)!r}."
-        )
+    _check_backbone(backbone, variant_names=True)
+    cfg = ConvNeXtConfig.from_name(backbone) if isinstance(backbone, str) else backbone.convnext_config
     weights = resolve_weights(  # before anything is built
         weights, f"upernet_{cfg.variant}", 512, lambda ckpt: build_segmentation_model(cfg.variant, ckpt.classes)
     )
