@@ -3,14 +3,12 @@
 One test (or a few) per item of issue 8, in its order.
 """
 import io
-import json
 import os
 import re
 import subprocess
 import sys
 import time
 
-import h5py
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -30,7 +28,7 @@ from convnext_tf.backbones.weights import CheckpointError, CheckpointReadError
 from convnext_tf.necks import FPN, UperNet
 from convnext_tf.tasks import cli, imagenet
 from convnext_tf.tasks.segmentation import (
-    MeanIoU, PixelAccuracy, SegmentationModel, build_segmentation_model, predict_sliding, segmentation_loss,
+    MeanIoU, PixelAccuracy, build_segmentation_model, predict_sliding, segmentation_loss,
 )
 
 RNG = np.random.default_rng(0)
