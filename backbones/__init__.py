@@ -3,7 +3,8 @@
 Modules, each importing only those above it: `arguments`, `files`, `config` (variants and
 constants), `layers`, `torch_files`, `weights` (reading and key conversion), `catalogue`
 (published checkpoints), `download` (the cache), `model` (builders), `convnext_v1` /
-`convnext_v2`, `backbone` (`ConvNeXtBackbone`), `model_garden` (its Model Garden config).
+`convnext_v2`, `backbone` (`ConvNeXtBackbone`), `model_garden` (its Model Garden config and
+builder, imported by `convnext_tf.tasks.registry_imports`, not here: plain Keras use needs no Model Garden).
 """
 from . import catalogue, convnext_v1, convnext_v2, download
 from .backbone import ConvNeXtBackbone
@@ -30,7 +31,6 @@ from .convnext_v2 import (
     convnextv2_tiny,
 )
 from .model import build_convnext, preprocess_input, stage_output_names
-from .model_garden import Backbone, ConvNeXt
 from .weights import (
     CheckpointError,
     CheckpointMismatchError,

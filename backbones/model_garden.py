@@ -1,7 +1,8 @@
 """ConvNeXt in TensorFlow Model Garden: a backbone config and a registered builder.
 
-Importing `convnext_tf.backbones` registers the builder under `'convnext'`, so any Model Garden
-model config takes `backbone=Backbone(type='convnext', convnext=ConvNeXt(model_id='tiny'))`.
+Importing this module (`convnext_tf.tasks.registry_imports` does) registers the builder under
+`'convnext'`, so any Model Garden model config takes
+`backbone=Backbone(type='convnext', convnext=ConvNeXt(model_id='tiny'))`.
 """
 from __future__ import annotations
 

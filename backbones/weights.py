@@ -161,12 +161,12 @@ def register_rules(rules: list[tuple[str, Any]]) -> None:
     _EXTRA_RULES.extend(r for r in rules if r not in _EXTRA_RULES)
 
 
-def head_classes(state_dict: Mapping[str, Any]) -> int:
-    """Number of classes of a checkpoint's classifier (any supported format), 0 without one."""
+def head_classes(state_dict: Mapping[str, Any], head: str = "head.fc") -> int:
+    """Number of classes of a checkpoint's classifier `head` (any supported format), 0 without one."""
     state_dict = _unwrap(state_dict)
     fmt = detect_format(state_dict)
     for key, value in state_dict.items():
-        if (key if fmt == "keras" else _rename(key, fmt)) in ("head.fc.bias", "head.fc/bias"):
+        if (key if fmt == "keras" else _rename(key, fmt)) in (f"{head}.bias", f"{head}/bias"):
             return int(np.shape(value)[0])
     return 0
 

@@ -1,7 +1,9 @@
-"""The `convnext-tf` command: `convert` checkpoints to Keras, `eval-imagenet` models.
+"""The `convnext-tf` command: `convert` checkpoints, `eval-imagenet` models, `train` experiments.
 
     convnext-tf convert SRC --model convnext_tiny [--out FILE] [--verify]
+    convnext-tf convert SRC --model convnext_tiny --format model-garden --out DIR [--min-level 3]
     convnext-tf eval-imagenet --data DIR --model convnext_tiny --weights imagenet_1k [--batch-size 64]
+    convnext-tf train --experiment NAME [--config_file F.yaml] [--params_override S] --model_dir DIR
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import sys
 import numpy as np
 
 from convnext_tf.backbones import (
-    ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict, read_checkpoint,
+    ConvNeXtBackbone, ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict, read_checkpoint,
     save_weights,
 )
 from convnext_tf.backbones.model import resolve_weights
 from convnext_tf.backbones.weights import head_classes
-from convnext_tf.tasks import imagenet
+from convnext_tf.tasks import imagenet, init_checkpoint
+from convnext_tf.tasks import train as train_lib
+from convnext_tf.tasks.segmentation import build_segmentation_model
 
 
 def verify(model, name: str) -> float:
@@ -42,7 +46,33 @@ def verify(model, name: str) -> float:
     return float(np.max(np.abs(model(x, training=False).numpy() - expected)) / np.max(np.abs(expected)))
 
 
+def convert_model_garden(args) -> None:
+    """A `tf.train.Checkpoint(backbone=...[, decoder=...])` folder for Model Garden's `init_checkpoint`."""
+    if not args.out:
+        raise ValueError("--format model-garden needs --out DIR (the checkpoint folder to write).")
+    if args.model.startswith("upernet_"):  # backbone and UperNet neck of a segmentation checkpoint
+        variant = args.model[len("upernet_"):]
+        if catalogue.is_name(args.src):
+            weights, classes = args.src, None
+        else:
+            weights, classes = args.src, head_classes(read_checkpoint(args.src), "decode_head.classifier")
+        model = build_segmentation_model(variant, classes or 150, weights=weights)
+        parts = dict(backbone=model.backbone, decoder=model.neck)
+    else:
+        weights = resolve_weights(args.src, args.model, args.resolution)
+        parts = dict(backbone=ConvNeXtBackbone(
+            args.model, min_level=args.min_level, max_level=args.max_level, output_norm=not args.no_output_norm,
+            weights=weights,
+        ))
+    prefix = init_checkpoint.write(args.out, **parts)
+    levels = f"levels {parts['backbone'].output_names[0]}..{parts['backbone'].output_names[-1]}"
+    print(f"converted {args.src}\n  {' + '.join(parts)} of {args.model} ({levels}), Model Garden checkpoint\n"
+          f"  wrote {prefix} (init_checkpoint: {args.out})")
+
+
 def convert(args) -> None:
+    if args.format == "model-garden":
+        return convert_model_garden(args)
     out = args.out
     if out is not None and not out.lower().endswith(".h5"):
         raise ValueError(f"--out {out!r}: convert writes Keras weights, so the file needs the extension .weights.h5.")
@@ -83,6 +113,18 @@ def eval_imagenet(args) -> None:
           f"top-5 {results['top5']:.2f}% on {results['images']} images; wrote {args.out}")
 
 
+def _add_train_arguments(parser) -> None:
+    parser.add_argument("--experiment", required=True, help="a registered experiment, e.g. convnext_seg_upernet_ade20k")
+    parser.add_argument("--config_file", action="append", default=[], help="YAML overrides (repeatable, in order)")
+    parser.add_argument("--params_override", default=None, help="'a.b=1,c.d=x' or a YAML string, applied last")
+    parser.add_argument("--model_dir", required=True, help="checkpoints, params.yaml and summaries go here")
+    parser.add_argument("--mode", default="train_and_eval", choices=train_lib.MODES)
+
+
+def train(args) -> None:
+    train_lib.main(args)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="convnext-tf", description="ConvNeXt for TensorFlow")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -92,6 +134,11 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--out", help="output .weights.h5 (written atomically)")
     c.add_argument("--resolution", type=int, default=None, help="for catalogue names: 224, 384 or 512")
     c.add_argument("--verify", action="store_true", help="compare with the PyTorch reference (needs torch)")
+    c.add_argument("--format", default="keras", choices=["keras", "model-garden"],
+                   help="keras: a .weights.h5 file; model-garden: a tf.train.Checkpoint folder for init_checkpoint")
+    c.add_argument("--min-level", type=int, default=2, help="model-garden: the experiment backbone's min_level")
+    c.add_argument("--max-level", type=int, default=5, help="model-garden: the experiment backbone's max_level")
+    c.add_argument("--no-output-norm", action="store_true", help="model-garden: a backbone with output_norm=False")
     c.set_defaults(func=convert)
     e = sub.add_parser("eval-imagenet", help="top-1/top-5 on the ImageNet validation set")
     e.add_argument("--data", required=True, help="ILSVRC2012 val images (with XML annotations) or class folders")
@@ -102,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--resolution", type=int, default=224)
     e.add_argument("--out", default="imagenet_results.json")
     e.set_defaults(func=eval_imagenet)
+    t = sub.add_parser("train", help="train a registered Model Garden experiment (convnext_seg_upernet_ade20k, ...)")
+    _add_train_arguments(t)
+    t.set_defaults(func=train)
     args = parser.parse_args(argv)
     try:
         args.func(args)

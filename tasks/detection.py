@@ -14,8 +14,8 @@ from official.vision.configs import retinanet as retinanet_cfg
 from official.vision.modeling import factory
 from official.vision.ops import anchor
 
-from convnext_tf.backbones import Backbone, ConvNeXt
-from convnext_tf.necks import Decoder, ExactFPNConfig
+from convnext_tf.backbones.model_garden import Backbone, ConvNeXt
+from convnext_tf.necks.model_garden import Decoder, ExactFPNConfig
 
 INPUT_SPECS = tf_keras.layers.InputSpec(shape=[None, None, None, 3])
 

@@ -13,7 +13,8 @@ from official.vision.modeling import factory
 from official.vision.modeling.backbones import factory as backbone_factory
 from official.vision.ops import anchor
 
-from convnext_tf.backbones import Backbone, ConvNeXt, ConvNeXtBackbone, model_garden
+from convnext_tf.backbones import ConvNeXtBackbone, model_garden
+from convnext_tf.backbones.model_garden import Backbone, ConvNeXt
 
 
 def backbone_config(**kwargs):

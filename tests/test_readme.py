@@ -79,6 +79,8 @@ def workdir(tmp_path_factory):
         catalogue.find("upernet_convnext_tiny", "ade20k").sources[0].path:
             torch_bytes(hf_upernet("convnext_tiny", num_labels=150, hidden_size=512, aux_channels=256).state_dict()),
     }
+    for block in re.findall(r"^```yaml\n(.*?)^```", README, re.S | re.M):  # files the README shows
+        (root / re.match(r"# (\S+\.yaml)", block).group(1)).write_text(block)
     server = Server(files)
     env = {catalogue.BASE_URL_ENV: server.url, download.HOME_ENV: str(root / "cache")}
     yield root, env

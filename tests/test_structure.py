@@ -17,9 +17,9 @@ from transformers import ConvNextConfig, ConvNextForImageClassification, ConvNex
 
 import convnext_tf
 from convnext_tf.backbones import (
-    Backbone, ConvNeXt, ConvNeXtBackbone, ConvNeXtConfig, build_convnext, convnext_tiny, create_model,
-    export_state_dict, load_state_dict,
+    ConvNeXtBackbone, ConvNeXtConfig, build_convnext, convnext_tiny, create_model, export_state_dict, load_state_dict,
 )
+from convnext_tf.backbones.model_garden import Backbone, ConvNeXt
 from convnext_tf.tasks.segmentation import build_segmentation_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,3 +173,17 @@ def test_export_round_trip(name):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match=r"format must be one of \['hf'\]"):
         export_state_dict(model, "onnx")
+
+
+def test_plain_keras_use_does_not_import_model_garden():
+    """Model Garden (and its import time) comes with `convnext_tf.tasks.registry_imports` only."""
+    code = (
+        "import sys, convnext_tf, convnext_tf.backbones, convnext_tf.necks, convnext_tf.tasks\n"
+        "convnext_tf.create_model('convnext_atto')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'official'))\n"
+        "import convnext_tf.tasks.registry_imports\n"
+        "from official.core import exp_factory\n"
+        "print(exp_factory.get_exp_config('convnext_seg_fpn').task.model.decoder.type)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["[]", "exact_fpn"]

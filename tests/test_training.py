@@ -1,0 +1,174 @@
+"""Model Garden training of every registered experiment: short real runs on generated TFRecords.
+
+Each run is Model Garden's own `train_lib.run_experiment(mode='train_and_eval')` on a ConvNeXt
+with reduced widths, configured by a strict YAML override as a user's file would be.
+"""
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from training_data import TINY_BACKBONE, overrides, write_all, write_yaml
+
+from convnext_tf.backbones import ConvNeXtBackbone, create_model, save_weights
+from convnext_tf.backbones.weights import CheckpointMismatchError
+from convnext_tf.tasks import cli, init_checkpoint, train
+from convnext_tf.tasks.experiments import EXPERIMENTS
+from convnext_tf.tasks.segmentation import build_segmentation_model
+from official.core import exp_factory, task_factory
+
+METRIC = {
+    "convnext_seg_upernet_ade20k": "mean_iou", "convnext_seg_fpn": "mean_iou", "convnext_retinanet_coco": "AP",
+    "convnext_maskrcnn_coco": "mask_AP", "convnext_imagenet": "accuracy",
+}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_all(str(tmp_path_factory.mktemp("records")))
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n != "convnext_imagenet"])
+def test_experiment_trains_and_evaluates(name, data, tmp_path):
+    params = train.parse_config(name, [write_yaml(str(tmp_path / "small.yaml"), overrides(name, data))])
+    assert params.task.model.backbone.convnext.dims == TINY_BACKBONE["dims"]  # the YAML reached the backbone
+    train.run(params, str(tmp_path / "run"), "train_and_eval")
+    losses = [v for _, v in train.scalars(str(tmp_path / "run"))["training_loss"]]
+    assert len(losses) == 6 and losses[-1] < 0.9 * losses[0], losses
+    metric = train.scalars(str(tmp_path / "run"), "validation")[METRIC[name]][-1]
+    assert metric[0] == 24 and math.isfinite(metric[1]) and metric[1] >= 0, metric
+    assert tf.train.latest_checkpoint(str(tmp_path / "run")).endswith("ckpt-24")
+    assert os.path.isfile(tmp_path / "run" / "params.yaml")
+
+
+def test_train_command_runs_an_experiment_end_to_end(data, tmp_path, capsys):
+    yaml_file = write_yaml(str(tmp_path / "small.yaml"), overrides("convnext_imagenet", data))
+    run = str(tmp_path / "run")
+    cli.main(["train", "--experiment", "convnext_imagenet", "--config_file", yaml_file, "--model_dir", run,
+              "--params_override", "task.model.backbone.convnext.drop_path_rate=0.1"])
+    out = capsys.readouterr().out
+    assert "convnext-tf train: convnext_imagenet finished" in out and '"accuracy"' in out
+    losses = [v for _, v in train.scalars(run)["training_loss"]]
+    assert losses[-1] < 0.9 * losses[0], losses
+    assert tf.train.latest_checkpoint(run).endswith("ckpt-24")
+    saved = open(os.path.join(run, "params.yaml")).read()
+    assert "drop_path_rate: 0.1" in saved and "adamw_layer_decay" in saved
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--experiment", "convnext_segg"], "Unknown experiment 'convnext_segg'; the ConvNeXt experiments are: "
+     "convnext_seg_upernet_ade20k, convnext_seg_fpn"),
+    (["--experiment", "convnext_seg_fpn", "--params_override", "task.model.backbone.convnext.modle_id=atto"],
+     "unknown key 'task.model.backbone.convnext.modle_id'; the keys of task.model.backbone.convnext are: depths, dims"),
+    (["--experiment", "convnext_seg_fpn", "--config_file", "missing.yaml"], "--config_file missing.yaml: no such file"),
+])
+def test_train_command_names_what_is_wrong(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", *argv, "--model_dir", str(tmp_path / "run")])
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "run")
+
+
+def test_yaml_file_keys_are_checked(tmp_path):
+    bad = write_yaml(str(tmp_path / "bad.yaml"), {"task": {"model": {"decoder": {"upernet": {"chanels": 64}}}}})
+    with pytest.raises(ValueError, match="unknown key 'task.model.decoder.upernet.chanels'; the keys of "
+                                         "task.model.decoder.upernet are: channels, pool_scales"):
+        train.parse_config("convnext_seg_upernet_ade20k", [bad])
+
+
+def _task_and_model(name, version="v2", **model_overrides):
+    params = exp_factory.get_exp_config(name)
+    params.override({"task": {"model": {"backbone": {"convnext": {"model_id": "atto", "version": version}},
+                                        **model_overrides}}})
+    task = task_factory.get_task(params.task)
+    return params, task, task.build_model()
+
+
+def _values(model):
+    return {v.name: v.numpy() for v in model.variables}
+
+
+def test_init_checkpoint_from_the_converter_restores_every_backbone_variable(tmp_path, capsys):
+    source = create_model("convnextv2_atto", input_shape=(None, None, 3))
+    for v in source.variables:  # not the initial values, which a fresh model shares
+        v.assign(tf.random.stateless_normal(v.shape, seed=[len(v.name), 1]) * 0.1)
+    save_weights(source, str(tmp_path / "atto.weights.h5"))
+    out = str(tmp_path / "atto_mg")
+    cli.main(["convert", str(tmp_path / "atto.weights.h5"), "--model", "convnextv2_atto", "--format", "model-garden",
+              "--min-level", "3", "--out", out])
+    assert "wrote" in capsys.readouterr().out
+    params, task, model = _task_and_model("convnext_retinanet_coco")
+    params.task.init_checkpoint = out
+    task = task_factory.get_task(params.task)
+    before = _values(model.backbone)
+    task.initialize(model)
+    expected = _values(source)
+    restored = _values(model.backbone)
+    backbone_vars = [n for n in restored if not n.startswith("output_norms")]
+    assert len(backbone_vars) == len([n for n in expected if not n.startswith("head.")])
+    for name in backbone_vars:
+        np.testing.assert_array_equal(restored[name], expected[name], err_msg=name)
+        assert not np.array_equal(before[name], expected[name]), name  # so the restore did change it
+    # the same file for an experiment whose backbone also has level 2: the mismatch is named
+    params, task, model = _task_and_model("convnext_seg_fpn")
+    params.task.init_checkpoint = out
+    with pytest.raises(CheckpointMismatchError, match=r"task\.model\.backbone\.convnext\.min_level is 2 in the "
+                                                      r"experiment but 3 in the checkpoint"):
+        task_factory.get_task(params.task).initialize(model)
+
+
+def test_upernet_checkpoint_restores_backbone_and_decoder(tmp_path):
+    seg = build_segmentation_model("convnext_atto", 150)
+    for v in seg.variables:
+        v.assign(tf.random.stateless_normal(v.shape, seed=[len(v.name), 2]) * 0.1)
+    init_checkpoint.write(str(tmp_path / "upernet"), seg.backbone, seg.neck)
+    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", version="v1")
+    params.task.init_checkpoint = str(tmp_path / "upernet")
+    params.task.init_checkpoint_modules = "backbone,decoder"
+    task_factory.get_task(params.task).initialize(model)
+    for ours, theirs in ((model.backbone, seg.backbone), (model.decoder, seg.neck)):
+        expected = _values(theirs)
+        for name, value in _values(ours).items():
+            np.testing.assert_array_equal(value, expected[name], err_msg=name)
+    # a V2 checkpoint for a V1 experiment, and a narrower decoder, are named
+    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", decoder={"upernet": {"channels": 64}})
+    params.task.init_checkpoint = str(tmp_path / "upernet")
+    params.task.init_checkpoint_modules = "backbone,decoder"
+    with pytest.raises(CheckpointMismatchError, match=r"task\.model\.backbone\.convnext\.version is 'v2' in the "
+                                                      r"experiment but 'v1' in the checkpoint"):
+        task_factory.get_task(params.task).initialize(model)
+
+
+def test_init_checkpoint_that_is_a_keras_file_is_explained(tmp_path):
+    backbone = ConvNeXtBackbone("atto")
+    save_weights(backbone, str(tmp_path / "atto.weights.h5"))
+    params, task, model = _task_and_model("convnext_seg_fpn")
+    params.task.init_checkpoint = str(tmp_path / "atto.weights.h5")
+    with pytest.raises(ValueError, match="is not a TensorFlow checkpoint .*--format model-garden"):
+        task_factory.get_task(params.task).initialize(model)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--format", "model-garden"], "--format model-garden needs --out DIR"),
+    (["--format", "model-garden", "--out", "FILE"], "is a file; a Model Garden checkpoint is a folder"),
+    (["--format", "model-garden", "--out", "DIR", "--min-level", "6"], "min_level must be an integer in 2..5; got 6"),
+])
+def test_model_garden_conversion_names_what_is_wrong(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    save_weights(create_model("convnext_atto"), "atto.weights.h5")
+    (tmp_path / "FILE").write_text("x")
+    with pytest.raises(SystemExit):
+        cli.main(["convert", "atto.weights.h5", "--model", "convnext_atto", *argv])
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "DIR")
+
+
+def test_converter_replaces_an_old_checkpoint_folder_whole(tmp_path):
+    out = str(tmp_path / "mg")
+    first = init_checkpoint.write(out, ConvNeXtBackbone("atto", min_level=3))
+    second = init_checkpoint.write(out, ConvNeXtBackbone("atto"))
+    assert first == second == tf.train.latest_checkpoint(out)
+    assert init_checkpoint.read_structure(out)["backbone"]["min_level"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["mg"]  # no temporary folder left
