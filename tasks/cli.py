@@ -14,8 +14,8 @@ import sys
 import numpy as np
 
 from convnext_tf.backbones import (
-    ConvNeXtBackbone, ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict, read_checkpoint,
-    save_weights,
+    ConvNeXtBackbone, ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict,
+    read_checkpoint, save_weights,
 )
 from convnext_tf.backbones.model import resolve_weights
 from convnext_tf.backbones.weights import head_classes
@@ -113,18 +113,6 @@ def eval_imagenet(args) -> None:
           f"top-5 {results['top5']:.2f}% on {results['images']} images; wrote {args.out}")
 
 
-def _add_train_arguments(parser) -> None:
-    parser.add_argument("--experiment", required=True, help="a registered experiment, e.g. convnext_seg_upernet_ade20k")
-    parser.add_argument("--config_file", action="append", default=[], help="YAML overrides (repeatable, in order)")
-    parser.add_argument("--params_override", default=None, help="'a.b=1,c.d=x' or a YAML string, applied last")
-    parser.add_argument("--model_dir", required=True, help="checkpoints, params.yaml and summaries go here")
-    parser.add_argument("--mode", default="train_and_eval", choices=train_lib.MODES)
-
-
-def train(args) -> None:
-    train_lib.main(args)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="convnext-tf", description="ConvNeXt for TensorFlow")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -150,8 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--out", default="imagenet_results.json")
     e.set_defaults(func=eval_imagenet)
     t = sub.add_parser("train", help="train a registered Model Garden experiment (convnext_seg_upernet_ade20k, ...)")
-    _add_train_arguments(t)
-    t.set_defaults(func=train)
+    train_lib.add_arguments(t)
+    t.set_defaults(func=train_lib.main)
     args = parser.parse_args(argv)
     try:
         args.func(args)

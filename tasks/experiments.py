@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 from typing import List, Optional
 
-import tensorflow as tf
 import tf_keras
 from official.core import config_definitions as cfg
 from official.core import exp_factory, task_factory
@@ -183,7 +182,8 @@ class AuxSegmentationModel(segmentation_model.SegmentationModel):
 
 @task_factory.register_task_cls(SegmentationTaskConfig)
 class SegmentationTask(_ChecksInitCheckpoint, semantic_segmentation.SemanticSegmentationTask):
-    """Model Garden's semantic segmentation task with the auxiliary head's loss."""
+    """Model Garden's semantic segmentation task with an auxiliary head's loss, the `semantic_fpn`
+    head, and every validation batch counted in mIoU (see `aggregate_logs`)."""
 
     def build_model(self) -> tf_keras.Model:
         config = self.task_config.model
@@ -207,6 +207,18 @@ class SegmentationTask(_ChecksInitCheckpoint, semantic_segmentation.SemanticSegm
         model = AuxSegmentationModel(model.backbone, model.decoder, model.head, aux_head)
         model(tf_keras.Input(self.task_config.model.input_size), training=True)
         return model
+
+    def aggregate_logs(self, state=None, step_outputs=None):
+        # Model Garden 2.20 resets the IoU metric on the first call (state None), which comes after
+        # the first batch was counted: that batch was lost (mIoU 0 with one validation step). Start
+        # from a state instead, and reset once the evaluation is reduced.
+        return super().aggregate_logs({"evaluating": True} if state is None else state, step_outputs)
+
+    def reduce_aggregated_logs(self, aggregated_logs, global_step=None):
+        logs = super().reduce_aggregated_logs(aggregated_logs, global_step)
+        if self.iou_metric is not None:
+            self.iou_metric.reset_states()
+        return logs
 
     def build_losses(self, labels, model_outputs, aux_losses=None):
         loss = super().build_losses(labels, model_outputs, aux_losses)

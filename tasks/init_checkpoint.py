@@ -103,17 +103,19 @@ def check(path: str, model: tf_keras.Model, modules) -> None:
     saved = read_structure(path)
     if saved is None:
         return
-    wanted = ["backbone", "decoder"] if "all" in modules else [m for m in ("backbone", "decoder") if m in modules]
+    parts = ",".join(p for p in ("backbone", "decoder") if p in saved)
+    if "all" in modules:
+        raise CheckpointMismatchError(
+            f"init_checkpoint {path!r} holds only {parts}, not a whole model: set init_checkpoint_modules to {parts!r}."
+        )
+    wanted = [m for m in ("backbone", "decoder") if m in modules]
     if not isinstance(getattr(model, "backbone", None), ConvNeXtBackbone):
         return
     built = structure(model.backbone, getattr(model, "decoder", None) if "decoder" in wanted else None)
     for part in wanted:
         if part not in saved:
-            if "all" in modules:
-                continue
             raise CheckpointMismatchError(
-                f"init_checkpoint {path!r} has no {part} (it holds {sorted(k for k in saved)}); "
-                f"set init_checkpoint_modules to {','.join(sorted(saved))!r}."
+                f"init_checkpoint {path!r} has no {part} (it holds {parts}); set init_checkpoint_modules to {parts!r}."
             )
         if part not in built:
             continue

@@ -69,8 +69,9 @@ def detection_example(
     """An image with boxes ((N, 4) pixel [ymin, xmin, ymax, xmax]), class ids and optional (N, H, W) {0, 1} masks."""
     h, w = np.shape(image)[:2]
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-    if len(classes) != len(boxes) or (masks is not None and len(masks) != len(boxes)):
-        raise ValueError(f"{len(boxes)} boxes, {len(classes)} classes and {len(masks or [])} masks: one each per object.")
+    n_masks = len(boxes) if masks is None else len(masks)
+    if len(classes) != len(boxes) or n_masks != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes, {len(classes)} classes and {n_masks} masks: one each per object.")
     features = {
         **_image_features(image, source_id),
         "image/object/bbox/ymin": _floats(boxes[:, 0] / h),

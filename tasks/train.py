@@ -110,7 +110,17 @@ def scalars(model_dir: str, split: str = "train") -> dict[str, list[tuple[int, f
     return {tag: sorted(points) for tag, points in out.items()}
 
 
+def add_arguments(parser) -> None:
+    """The arguments of `convnext-tf train`, as `python -m official.vision.train` names them."""
+    parser.add_argument("--experiment", required=True, help="a registered experiment, e.g. convnext_seg_upernet_ade20k")
+    parser.add_argument("--config_file", action="append", default=[], help="YAML overrides (repeatable, in order)")
+    parser.add_argument("--params_override", default=None, help="'a.b=1,c.d=x' or a YAML string, applied last")
+    parser.add_argument("--model_dir", required=True, help="checkpoints, params.yaml and summaries go here")
+    parser.add_argument("--mode", default="train_and_eval", choices=MODES)
+
+
 def main(args) -> None:
+    """Run `convnext-tf train` (arguments of `add_arguments`)."""
     params = parse_config(args.experiment, args.config_file, args.params_override)
     run(params, args.model_dir, args.mode)
     last = {tag: round(points[-1][1], 4) for tag, points in scalars(args.model_dir, "validation").items()}

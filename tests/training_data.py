@@ -74,7 +74,7 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
     norm = {"use_sync_bn": False}
     if experiment.startswith("convnext_seg"):
         data = {"global_batch_size": 4, "output_size": [80, 112], "aug_scale_min": 1.0, "aug_scale_max": 1.0,
-                "shuffle_buffer_size": 8}
+                "shuffle_buffer_size": 8, "seed": 0}
         decoder = {"upernet": {"channels": 32}} if "upernet" in experiment else {"exact_fpn": {"num_filters": 32}}
         task = {
             "init_checkpoint": None,
@@ -89,7 +89,8 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
         trainer.update(best_checkpoint_export_subdir="", best_checkpoint_eval_metric="")
         schedule = {"type": "polynomial", "polynomial": {"initial_learning_rate": 2e-3, "decay_steps": steps}}
     elif experiment.startswith("convnext_retinanet") or experiment.startswith("convnext_maskrcnn"):
-        data = {"global_batch_size": 4, "shuffle_buffer_size": 8, "parser": {"aug_scale_min": 1.0, "aug_scale_max": 1.0}}
+        data = {"global_batch_size": 4, "shuffle_buffer_size": 8, "seed": 0,
+                "parser": {"aug_scale_min": 1.0, "aug_scale_max": 1.0}}
         model = {"num_classes": 4, "input_size": [128, 128, 3], "backbone": {"convnext": TINY_BACKBONE},
                  "decoder": {"exact_fpn": {"num_filters": 32}}, "norm_activation": norm}
         if "retinanet" in experiment:
@@ -106,7 +107,7 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
         trainer = _trainer(steps, 1e-3)
         schedule = {"type": "stepwise", "stepwise": {"boundaries": [steps], "values": [1e-3, 1e-4]}}
     elif experiment == "convnext_imagenet":
-        data = {"global_batch_size": 8, "shuffle_buffer_size": 8, "aug_type": None, "random_erasing": None,
+        data = {"global_batch_size": 8, "shuffle_buffer_size": 8, "seed": 0, "aug_type": None, "random_erasing": None,
                 "mixup_and_cutmix": None, "aug_crop": False}
         task = {
             "init_checkpoint": None,
