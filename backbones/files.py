@@ -15,7 +15,8 @@ import time
 STALE_SECONDS = 3600  # temporary files untouched this long are left over from killed processes
 
 
-def _umask() -> int:
+def umask() -> int:
+    """The process's umask (reading it means setting it: set back at once)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -27,7 +28,7 @@ def temp_beside(path: str, suffix: str = "") -> str:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".part{suffix}", dir=folder)
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files, which a shared cache cannot use
+    os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600 files, which a shared cache cannot use
     return tmp
 
 

@@ -16,11 +16,22 @@ import tempfile
 import tensorflow as tf
 import tf_keras
 
-from convnext_tf.backbones import ConvNeXtBackbone
+from convnext_tf.backbones import ConvNeXtBackbone, files
 from convnext_tf.backbones.weights import CheckpointMismatchError
 
 STRUCTURE_KEY = "convnext_tf_structure"
-_CONFIG_PATHS = {"backbone": "task.model.backbone.convnext", "decoder": "task.model.decoder"}
+_DECODER_TYPES = {"UperNet": "upernet", "FPN": "exact_fpn"}  # our neck classes -> Model Garden decoder types
+
+
+def _config_path(part: str, key: str, structure_of_part: dict) -> str:
+    """The experiment's config field of a structure entry, for error messages."""
+    if part == "backbone":
+        return f"task.model.backbone.convnext.{key}"
+    if key in ("min_level", "max_level"):
+        return f"task.model.{key}"
+    if key == "type":
+        return "task.model.decoder.type"
+    return f"task.model.decoder.{_DECODER_TYPES.get(structure_of_part.get('type'), '?')}.{key}"
 
 
 def structure(backbone: ConvNeXtBackbone, decoder: tf_keras.Model | None = None) -> dict:
@@ -56,7 +67,7 @@ def write(out_dir: str, backbone: ConvNeXtBackbone, decoder: tf_keras.Model | No
         if decoder is not None:
             items["decoder"] = decoder
         tf.train.CheckpointManager(tf.train.Checkpoint(**items), tmp, max_to_keep=1, checkpoint_name="ckpt").save()
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~files.umask())  # mkdtemp makes 0700 folders
         old = None
         if os.path.exists(out_dir):  # replace the old folder only once the new one is complete
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".old", dir=parent)
@@ -67,12 +78,6 @@ def write(out_dir: str, backbone: ConvNeXtBackbone, decoder: tf_keras.Model | No
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return tf.train.latest_checkpoint(out_dir)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_structure(path: str) -> dict | None:
@@ -122,7 +127,8 @@ def check(path: str, model: tf_keras.Model, modules) -> None:
         for key in sorted(set(saved[part]) | set(built[part])):
             if saved[part].get(key) != built[part].get(key):
                 raise CheckpointMismatchError(
-                    f"init_checkpoint {path!r} does not fit the experiment's {part}: {_CONFIG_PATHS[part]}.{key} is "
+                    f"init_checkpoint {path!r} does not fit the experiment's {part}: "
+                    f"{_config_path(part, key, built[part])} is "
                     f"{built[part].get(key)!r} in the experiment but {saved[part].get(key)!r} in the checkpoint. "
                     f"Write the checkpoint with the experiment's settings (convnext-tf convert --format model-garden "
                     f"--min-level/--max-level/--no-output-norm) or change the experiment."

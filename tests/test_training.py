@@ -155,7 +155,13 @@ def test_upernet_checkpoint_restores_backbone_and_decoder(tmp_path):
         expected = _values(theirs)
         for name, value in _values(ours).items():
             np.testing.assert_array_equal(value, expected[name], err_msg=name)
-    # a V2 checkpoint for a V1 experiment, and a narrower decoder, are named
+    # a narrower decoder, and a V2 backbone for a V1 checkpoint, are named
+    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", "v1", decoder={"upernet": {"channels": 64}})
+    params.task.init_checkpoint = str(tmp_path / "upernet")
+    params.task.init_checkpoint_modules = "backbone,decoder"
+    with pytest.raises(CheckpointMismatchError, match=r"task\.model\.decoder\.upernet\.channels is 64 in the "
+                                                      r"experiment but 512 in the checkpoint"):
+        task_factory.get_task(params.task).initialize(model)
     params, task, model = _task_and_model("convnext_seg_upernet_ade20k", decoder={"upernet": {"channels": 64}})
     params.task.init_checkpoint = str(tmp_path / "upernet")
     params.task.init_checkpoint_modules = "backbone,decoder"
