@@ -105,8 +105,7 @@ def _task_and_model(name, version="v2", **model_overrides):
     params = exp_factory.get_exp_config(name)
     params.override({"task": {"model": {"backbone": {"convnext": {"model_id": "atto", "version": version}},
                                         **model_overrides}}})
-    task = task_factory.get_task(params.task)
-    return params, task, task.build_model()
+    return params, task_factory.get_task(params.task).build_model()
 
 
 def _values(model):
@@ -122,7 +121,7 @@ def test_init_checkpoint_from_the_converter_restores_every_backbone_variable(tmp
     cli.main(["convert", str(tmp_path / "atto.weights.h5"), "--model", "convnextv2_atto", "--format", "model-garden",
               "--min-level", "3", "--out", out])
     assert "wrote" in capsys.readouterr().out
-    params, task, model = _task_and_model("convnext_retinanet_coco")
+    params, model = _task_and_model("convnext_retinanet_coco")
     params.task.init_checkpoint = out
     task = task_factory.get_task(params.task)
     before = _values(model.backbone)
@@ -135,7 +134,7 @@ def test_init_checkpoint_from_the_converter_restores_every_backbone_variable(tmp
         np.testing.assert_array_equal(restored[name], expected[name], err_msg=name)
         assert not np.array_equal(before[name], expected[name]), name  # so the restore did change it
     # the same file for an experiment whose backbone also has level 2: the mismatch is named
-    params, task, model = _task_and_model("convnext_seg_fpn")
+    params, model = _task_and_model("convnext_seg_fpn")
     params.task.init_checkpoint = out
     with pytest.raises(CheckpointMismatchError, match=r"task\.model\.backbone\.convnext\.min_level is 2 in the "
                                                       r"experiment but 3 in the checkpoint"):
@@ -147,7 +146,7 @@ def test_upernet_checkpoint_restores_backbone_and_decoder(tmp_path):
     for v in seg.variables:
         v.assign(tf.random.stateless_normal(v.shape, seed=[len(v.name), 2]) * 0.1)
     init_checkpoint.write(str(tmp_path / "upernet"), seg.backbone, seg.neck)
-    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", version="v1")
+    params, model = _task_and_model("convnext_seg_upernet_ade20k", version="v1")
     params.task.init_checkpoint = str(tmp_path / "upernet")
     params.task.init_checkpoint_modules = "backbone,decoder"
     task_factory.get_task(params.task).initialize(model)
@@ -156,13 +155,13 @@ def test_upernet_checkpoint_restores_backbone_and_decoder(tmp_path):
         for name, value in _values(ours).items():
             np.testing.assert_array_equal(value, expected[name], err_msg=name)
     # a narrower decoder, and a V2 backbone for a V1 checkpoint, are named
-    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", "v1", decoder={"upernet": {"channels": 64}})
+    params, model = _task_and_model("convnext_seg_upernet_ade20k", "v1", decoder={"upernet": {"channels": 64}})
     params.task.init_checkpoint = str(tmp_path / "upernet")
     params.task.init_checkpoint_modules = "backbone,decoder"
     with pytest.raises(CheckpointMismatchError, match=r"task\.model\.decoder\.upernet\.channels is 64 in the "
                                                       r"experiment but 512 in the checkpoint"):
         task_factory.get_task(params.task).initialize(model)
-    params, task, model = _task_and_model("convnext_seg_upernet_ade20k", decoder={"upernet": {"channels": 64}})
+    params, model = _task_and_model("convnext_seg_upernet_ade20k", decoder={"upernet": {"channels": 64}})
     params.task.init_checkpoint = str(tmp_path / "upernet")
     params.task.init_checkpoint_modules = "backbone,decoder"
     with pytest.raises(CheckpointMismatchError, match=r"task\.model\.backbone\.convnext\.version is 'v2' in the "
@@ -173,7 +172,7 @@ def test_upernet_checkpoint_restores_backbone_and_decoder(tmp_path):
 def test_init_checkpoint_that_is_a_keras_file_is_explained(tmp_path):
     backbone = ConvNeXtBackbone("atto")
     save_weights(backbone, str(tmp_path / "atto.weights.h5"))
-    params, task, model = _task_and_model("convnext_seg_fpn")
+    params, model = _task_and_model("convnext_seg_fpn")
     params.task.init_checkpoint = str(tmp_path / "atto.weights.h5")
     with pytest.raises(ValueError, match="is not a TensorFlow checkpoint .*--format model-garden"):
         task_factory.get_task(params.task).initialize(model)

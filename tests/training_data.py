@@ -56,7 +56,7 @@ def write_all(folder: str, n_train: int = 24, n_val: int = 8) -> dict:
     return paths
 
 
-def _trainer(steps: int, lr: float) -> dict:
+def _trainer(steps: int) -> dict:
     return {
         "train_steps": steps, "validation_steps": 2, "validation_interval": steps, "steps_per_loop": 4,
         "summary_interval": 4, "checkpoint_interval": steps,
@@ -64,7 +64,6 @@ def _trainer(steps: int, lr: float) -> dict:
             "optimizer": {"adamw_layer_decay": {"weight_decay": 0.0}},
             "warmup": {"linear": {"warmup_steps": 2}},
         },
-        "_lr": lr,
     }
 
 
@@ -85,7 +84,7 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
             "validation_data": {**data, "input_path": paths["seg_val"], "is_training": False, "drop_remainder": False,
                                 "resize_eval_groundtruth": True, "groundtruth_padded_size": []},
         }
-        trainer = _trainer(steps, 2e-3)
+        trainer = _trainer(steps)
         trainer.update(best_checkpoint_export_subdir="", best_checkpoint_eval_metric="")
         schedule = {"type": "polynomial", "polynomial": {"initial_learning_rate": 2e-3, "decay_steps": steps}}
     elif experiment.startswith("convnext_retinanet") or experiment.startswith("convnext_maskrcnn"):
@@ -104,7 +103,7 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
             "train_data": {**data, "input_path": paths["det_train"]},
             "validation_data": {**data, "input_path": paths["det_val"], "is_training": False},
         }
-        trainer = _trainer(steps, 1e-3)
+        trainer = _trainer(steps)
         schedule = {"type": "stepwise", "stepwise": {"boundaries": [steps], "values": [1e-3, 1e-4]}}
     elif experiment == "convnext_imagenet":
         data = {"global_batch_size": 8, "shuffle_buffer_size": 8, "seed": 0, "aug_type": None, "random_erasing": None,
@@ -116,11 +115,10 @@ def overrides(experiment: str, paths: dict, steps: int = 24) -> dict:
             "train_data": {**data, "input_path": paths["cls_train"]},
             "validation_data": {**data, "input_path": paths["cls_val"], "is_training": False},
         }
-        trainer = _trainer(steps, 2e-3)
+        trainer = _trainer(steps)
         schedule = {"type": "cosine", "cosine": {"initial_learning_rate": 2e-3, "decay_steps": steps, "alpha": 0.0}}
     else:
         raise KeyError(experiment)
-    trainer.pop("_lr")
     trainer["optimizer_config"]["learning_rate"] = schedule
     return {"runtime": runtime, "task": task, "trainer": trainer}
 
