@@ -3,28 +3,37 @@ PYTHON ?= python3
 OUT ?= out
 VENV ?= .venv
 PY := $(VENV)/bin/python
+DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: test test-all bench demo clean
 
-$(STAMP): pyproject.toml
+# the library alone (what `make demo` needs)
+$(DEMO_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $(DEMO_STAMP)
+
+# plus the test extras: PyTorch and transformers (the parity reference), the notebook runner
+$(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# two test processes (one file each at a time: a file's module fixtures and order stay together)
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PYTEST)
 
 test-all: $(STAMP)
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
 
-demo: $(STAMP)
-	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(SEG_WEIGHTS),--segmentation-weights $(SEG_WEIGHTS)) --out $(OUT)
+demo: $(DEMO_STAMP)
+	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) out *.egg-info

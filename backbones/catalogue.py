@@ -133,11 +133,16 @@ def available(model: str) -> list[tuple[str, int]]:
 def find(model: str, name: str, resolution: int | None = None) -> Checkpoint:
     """The checkpoint called `name` (or an alias) of `model` at `resolution`.
 
+    'imagenet_1k' of a V2 variant is its 'fcmae_imagenet_1k' (V2 publishes no other ImageNet-1k
+    classifier), so one name gives ImageNet-1k weights for every variant.
+
     Without a resolution (input size None) the lowest one is taken. An unknown name, or one the
     variant does not have, raises a ValueError that lists what the variant has.
     """
     tag = canonical_tag(name)
     matches = [c for c in CHECKPOINTS if c.model == model and c.tag == tag]
+    if not matches and tag == "imagenet_1k":  # V2 has one ImageNet-1k classifier: FCMAE, then fine-tuned
+        matches = [c for c in CHECKPOINTS if c.model == model and c.tag == "fcmae_imagenet_1k"]
     if resolution is not None and matches:
         exact = [c for c in matches if c.resolution == resolution]
         # other sizes use the nearest published resolution at or below them (224 for 256, say)

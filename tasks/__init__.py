@@ -1,12 +1,17 @@
 """Dense tasks on ConvNeXt: segmentation, detection (Model Garden), ImageNet evaluation, pictures, CLI.
 
-Modules: `segmentation` (models, loss, metrics, sliding inference), `layer_decay` (layer-wise
-learning-rate decay), `imagenet` (evaluation with the official preprocessing), `visualize` (PNG
-pictures), `demo` and `cli` (the `convnext-tf` command). With Model Garden (imported only by
-these): `registry_imports` (registers everything), `experiments`, `init_checkpoint`, `train`,
-`detection` (RetinaNet and Mask R-CNN).
+Modules: `segmentation` (models, loss, Keras metrics, sliding inference), `metrics` (mIoU and
+pixel accuracy from a confusion matrix), `shapes` (a generated dataset: textured shapes on photos),
+`datasets` (a folder of images/labels as `tf.data`, with the ADE20K augmentation), `label_files`
+(label PNGs, palette ones too), `finetune` (fine-tuning with Keras `fit`), `predict` (models by
+name for prediction), `layer_decay` (layer-wise learning-rate decay), `imagenet` (evaluation with
+the official preprocessing), `records` (TFRecords for Model Garden), `visualize` (PNG pictures),
+`demo` and `cli` (the `convnext-tf` command). With Model Garden (imported only by these):
+`registry_imports` (registers everything), `experiments`, `init_checkpoint`, `train`, `detection`
+(RetinaNet and Mask R-CNN).
 """
-from . import imagenet, layer_decay, segmentation, visualize
+from . import datasets, finetune, imagenet, label_files, layer_decay, metrics, predict, segmentation, shapes, visualize
+from .finetune import FinetuneConfig, train_segmentation
 from .layer_decay import LayerDecayAdamW
 from .segmentation import (
     MeanIoU, PixelAccuracy, SegmentationModel, build_segmentation_model, predict_sliding, segmentation_loss,
@@ -14,6 +19,8 @@ from .segmentation import (
 from .visualize import colorize, overlay, pca_rgb, read_rgb, write_rgb
 
 __all__ = [
-    "LayerDecayAdamW", "MeanIoU", "PixelAccuracy", "SegmentationModel", "build_segmentation_model", "colorize",
-    "imagenet", "layer_decay", "overlay", "pca_rgb", "predict_sliding", "read_rgb", "segmentation", "segmentation_loss", "visualize", "write_rgb",
+    "FinetuneConfig", "LayerDecayAdamW", "MeanIoU", "PixelAccuracy", "SegmentationModel", "build_segmentation_model",
+    "colorize", "datasets", "finetune", "imagenet", "label_files", "layer_decay", "metrics", "overlay", "pca_rgb",
+    "predict", "predict_sliding", "read_rgb", "segmentation", "segmentation_loss", "shapes", "train_segmentation",
+    "visualize", "write_rgb",
 ]

@@ -1,5 +1,9 @@
-"""The `convnext-tf` command: `convert` checkpoints, `eval-imagenet` models, `train` experiments.
+"""The `convnext-tf` command, one subcommand per everyday job.
 
+    convnext-tf features IMAGE... --model convnext_tiny [--weights W] [--out DIR]
+    convnext-tf segment IMAGE... --model upernet_convnext_tiny --weights ade20k|FILE [--slide] [--out DIR]
+    convnext-tf classify IMAGE... --model convnextv2_tiny --weights imagenet_1k [--topk 5]
+    convnext-tf train-segmentation --data DIR --model convnext_tiny --neck upernet --epochs N --out OUT
     convnext-tf convert SRC --model convnext_tiny [--out FILE] [--verify]
     convnext-tf convert SRC --model convnext_tiny --format model-garden --out DIR [--min-level 3]
     convnext-tf eval-imagenet --data DIR --model convnext_tiny --weights imagenet_1k [--batch-size 64]
@@ -17,11 +21,15 @@ from convnext_tf.backbones import (
     ConvNeXtBackbone, ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict,
     read_checkpoint, save_weights,
 )
-from convnext_tf.backbones.model import resolve_weights
+from convnext_tf.backbones.model import preprocess_input, resolve_weights
 from convnext_tf.backbones.weights import head_classes
-from convnext_tf.tasks import imagenet, init_checkpoint
+from convnext_tf.necks import NECKS
+from convnext_tf.tasks import datasets, imagenet, init_checkpoint, predict
 from convnext_tf.tasks import train as train_lib
+from convnext_tf.tasks.finetune import FinetuneConfig, train_segmentation
+from convnext_tf.tasks.label_files import write_label
 from convnext_tf.tasks.segmentation import build_segmentation_model
+from convnext_tf.tasks.visualize import feature_picture, overlay, pyramid_table, read_rgb, write_rgb
 
 
 def verify(model, name: str) -> float:
@@ -113,9 +121,125 @@ def eval_imagenet(args) -> None:
           f"top-5 {results['top5']:.2f}% on {results['images']} images; wrote {args.out}")
 
 
+def _images(paths: list[str]):
+    """(path, stem, uint8 RGB image) of each path, every one read and size-checked before any work."""
+    images = [(p, os.path.splitext(os.path.basename(p))[0], predict.check_image(read_rgb(p), p)) for p in paths]
+    stems = [s for _, s, _ in images]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise ValueError(f"Several images share the name {', '.join(twice)}: their outputs would overwrite each other.")
+    return images
+
+
+def features(args) -> None:
+    images = _images(args.images)
+    backbone = ConvNeXtBackbone(args.model, output_norm=False, weights=args.weights)
+    for path, stem, image in images:
+        maps = {k: v.numpy()[0] for k, v in backbone(preprocess_input(image[None]), training=False).items()}
+        out = os.path.join(args.out, f"{stem}_features.png")
+        write_rgb(out, feature_picture(image, maps))
+        print(f"{path} ({image.shape[1]}x{image.shape[0]}), {args.model} ({args.weights or 'random weights'}):")
+        print(pyramid_table(maps))
+        print(f"wrote {out}")
+
+
+def segment(args) -> None:
+    images = _images(args.images)
+    model = predict.segmentation_model(args.model, args.weights)
+    for path, stem, image in images:
+        labels = predict.segment(model, image, slide=args.slide, crop_size=args.crop, stride=args.stride)
+        write_label(os.path.join(args.out, f"{stem}_labels.png"), labels)
+        write_rgb(os.path.join(args.out, f"{stem}_overlay.png"), overlay(image, labels))
+        ids, counts = np.unique(labels, return_counts=True)
+        top = ", ".join(f"{i} ({c / labels.size:.0%})" for c, i in sorted(zip(counts, ids), reverse=True)[:5])
+        print(f"{path} ({image.shape[1]}x{image.shape[0]}): classes {top}; wrote {stem}_labels.png, "
+              f"{stem}_overlay.png in {args.out}")
+
+
+def classify(args) -> None:
+    if args.topk < 1:
+        raise ValueError(f"--topk must be at least 1; got {args.topk}.")
+    images = _images(args.images)
+    model = create_model(args.model, input_shape=(args.resolution, args.resolution, 3), weights=args.weights)
+    classes = model.output_shape[-1]
+    synsets = imagenet.synsets() if classes == 1000 else None
+    for path, _, image in images:
+        print(f"{path}:")
+        for index, prob in predict.classify(model, image, args.resolution, min(args.topk, classes)):
+            synset = f" {synsets[index]}" if synsets else ""
+            print(f"  {prob:7.2%}  {index:>5}{synset}  {predict.class_name(index, classes)}")
+
+
+def train_segmentation_command(args) -> None:
+    config = FinetuneConfig(  # checks the arguments before the data is read
+        model=args.model, weights=args.weights, neck=args.neck, crop=args.crop, batch_size=args.batch_size,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, learning_rate=args.lr, seed=args.seed,
+    )
+    pairs = datasets.find_pairs(args.data)
+    train_pairs, val_pairs = datasets.split_pairs(pairs, args.val_split, args.seed)
+    found = datasets.check_pairs(pairs)  # every label readable and of its image's size, before training
+    if args.num_classes is not None and args.num_classes < found:
+        raise ValueError(f"--num-classes {args.num_classes}: the labels in {args.data} hold class ids up to {found - 1}.")
+    num_classes = args.num_classes or found
+    print(f"{len(pairs)} image/label pairs in {args.data}: {len(train_pairs)} to train on, {len(val_pairs)} to validate; "
+          f"{num_classes} classes")
+    train = datasets.pipeline(train_pairs, True, config.crop, config.batch_size, seed=args.seed)
+    val = datasets.pipeline(val_pairs, False)
+    _, history = train_segmentation(train, val, num_classes, config, out_dir=args.out, num_train_images=len(train_pairs))
+    best = max(history["val_mean_iou"])
+    print(f"best validation mIoU {best:.4f} (epoch {history['val_mean_iou'].index(best) + 1}); "
+          f"wrote {os.path.join(args.out, 'model.keras')} and {os.path.join(args.out, 'curves.png')}")
+
+
+def _subcommand(sub, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(func=func)
+    return p
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="convnext-tf", description="ConvNeXt for TensorFlow")
     sub = parser.add_subparsers(dest="command", required=True)
+    f = _subcommand(sub, "features", "the multi-scale feature pyramid of images: a table and a picture each",
+                    "convnext-tf features street.jpg --model convnext_tiny --weights imagenet_1k --out features", features)
+    f.add_argument("images", nargs="+", metavar="IMAGE")
+    f.add_argument("--model", default="convnext_tiny", help="variant, e.g. convnext_tiny or convnextv2_atto")
+    f.add_argument("--weights", default=None, help="a published name (imagenet_1k, ...) or a checkpoint file (default: random)")
+    f.add_argument("--out", default=".", help="folder for <stem>_features.png")
+    s = _subcommand(sub, "segment", "label maps and overlays of images at their own size",
+                    "convnext-tf segment street.jpg --model upernet_convnext_tiny --weights ade20k --out seg", segment)
+    s.add_argument("images", nargs="+", metavar="IMAGE")
+    s.add_argument("--model", default=None, help="<neck>_<variant>, e.g. upernet_convnext_tiny (not needed with a .keras model)")
+    s.add_argument("--weights", required=True,
+                   help="ade20k, an UperNet checkpoint file, or a model.keras from train-segmentation")
+    s.add_argument("--slide", action="store_true", help="predict overlapping crops (mmseg's slide inference)")
+    s.add_argument("--crop", type=int, default=512, help="--slide: crop side")
+    s.add_argument("--stride", type=int, default=341, help="--slide: step between crops")
+    s.add_argument("--out", default=".", help="folder for <stem>_labels.png (palette PNG) and <stem>_overlay.png")
+    k = _subcommand(sub, "classify", "ImageNet classes of images, with the official preprocessing",
+                    "convnext-tf classify cat.jpg --model convnextv2_tiny --weights imagenet_1k --topk 5", classify)
+    k.add_argument("images", nargs="+", metavar="IMAGE")
+    k.add_argument("--model", required=True, help="variant, e.g. convnextv2_tiny")
+    k.add_argument("--weights", default="imagenet_1k", help="a published name or a classifier checkpoint file")
+    k.add_argument("--topk", type=int, default=5)
+    k.add_argument("--resolution", type=int, default=224, help="224, 384 or 512 (the checkpoint's)")
+    t = _subcommand(sub, "train-segmentation", "fine-tune a segmentation model on a folder of images/ and labels/",
+                    "convnext-tf train-segmentation --data my_data --model convnext_tiny --weights imagenet_1k "
+                    "--neck upernet --epochs 20 --out run1", train_segmentation_command)
+    t.add_argument("--data", required=True, help="DIR with images/*.jpg|png and labels/*.png, matched by file stem")
+    t.add_argument("--model", default="convnext_tiny", help="backbone variant")
+    t.add_argument("--weights", default=None, help="backbone weights: a published name or a file (default: random)")
+    t.add_argument("--neck", default="upernet", choices=sorted(NECKS))
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--out", required=True, help="folder for model.keras (the best epoch) and curves.png")
+    t.add_argument("--crop", type=int, default=512, help="training crop side")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--steps-per-epoch", type=int, default=None, help="default: one pass over the training images")
+    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (AdamW, stage-wise decay 0.9)")
+    t.add_argument("--val-split", type=float, default=0.1, help="share of the images held out for validation")
+    t.add_argument("--num-classes", type=int, default=None, help="default: the largest label id + 1")
+    t.add_argument("--seed", type=int, default=0)
     c = sub.add_parser("convert", help="convert a checkpoint (file or catalogue name) to Keras .weights.h5")
     c.add_argument("src", help="a .pth/.pt/.bin/.safetensors file, or a name such as imagenet_1k")
     c.add_argument("--model", required=True, help="variant, e.g. convnext_tiny")

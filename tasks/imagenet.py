@@ -93,6 +93,11 @@ def synsets() -> list[str]:
     return text.split()
 
 
+def class_names() -> list[str]:
+    """Readable names of the 1000 ImageNet-1k classes, in the order of `synsets()` (Keras' names)."""
+    return (resources.files("convnext_tf.tasks") / "data" / "imagenet_classes.txt").read_text().splitlines()
+
+
 def read_dataset(data: str, annotations: str | None = None) -> list[tuple[str, int]]:
     """(image path, class index) pairs of an ImageNet validation set.
 

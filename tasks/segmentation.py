@@ -197,6 +197,13 @@ class SegmentationModel(tf_keras.Model):
         super().compile(optimizer=optimizer, weighted_metrics=metrics, **kwargs)
         self._loss_tracker = tf_keras.metrics.Mean(name="loss")
 
+    def compile_from_config(self, config: dict) -> None:
+        """Compile as saved (a reloaded `.keras` file): the optimizer and metrics come back."""
+        config = tf_keras.saving.deserialize_keras_object(config)
+        self.compile(optimizer=config.get("optimizer"), metrics=config.get("weighted_metrics"))
+        if self.built:  # so that the saved optimizer variables have somewhere to go
+            self.optimizer.build(self.trainable_variables)
+
     def fit(self, *args, class_weight=None, **kwargs):
         """Keras' fit; per-class weights go in as a per-pixel `sample_weight` map instead of `class_weight`."""
         if class_weight is not None:

@@ -8,6 +8,7 @@ As `python -m official.vision.train`, with our registrations imported: the model
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any, Sequence
@@ -51,7 +52,8 @@ def check_keys(config: hyperparams.Config, overrides: dict, what: str, path: str
         where = f"{path}.{key}" if path else str(key)
         if not isinstance(config, hyperparams.Config):
             return
-        valid = sorted(config.as_dict())
+        # a one-of config (learning_rate, optimizer, ...) lists only its active choice in as_dict()
+        valid = sorted(set(config.as_dict()) | {f.name for f in dataclasses.fields(config)})
         if key not in valid:
             raise ValueError(
                 f"{what}: unknown key {where!r}; the keys of {path or 'the experiment'} are: {', '.join(valid)}."
@@ -60,8 +62,11 @@ def check_keys(config: hyperparams.Config, overrides: dict, what: str, path: str
             check_keys(getattr(config, key), value, what, where)
 
 
-def parse_config(name: str, config_files: Sequence[str] = (), params_override: str | None = None) -> cfg.ExperimentConfig:
-    """The experiment `name` with YAML files and an override string applied (strictly), validated and locked."""
+def parse_config(
+    name: str, config_files: Sequence[str] = (), params_override: str | dict | None = None,
+) -> cfg.ExperimentConfig:
+    """The experiment `name` with YAML files and overrides (a string as `--params_override` takes,
+    or a nested dict) applied strictly, validated and locked."""
     params = experiment(name)
     sources = [(f, f"--config_file {f}") for f in config_files]
     if params_override:
@@ -69,7 +74,7 @@ def parse_config(name: str, config_files: Sequence[str] = (), params_override: s
     for source, what in sources:
         if what.startswith("--config_file") and not os.path.isfile(source):
             raise ValueError(f"{what}: no such file.")
-        overrides = _as_dict(source, what)
+        overrides = source if isinstance(source, dict) else _as_dict(source, what)
         check_keys(params, overrides, what)
         params.override(overrides, is_strict=True)
     params.validate()

@@ -29,6 +29,9 @@ def pca_rgb(features: np.ndarray) -> np.ndarray:
     Each component is scaled to [0, 255] from its 1st to 99th percentile.
     """
     h, w, c = features.shape
+    if not np.all(np.isfinite(features)):
+        raise ValueError(f"The feature map has {np.size(features) - np.isfinite(features).sum()} non-finite values "
+                         "(the model's activations overflowed): no picture can be made of it.")
     flat = features.reshape(-1, c).astype(np.float64)
     flat -= flat.mean(axis=0)
     _, _, vt = np.linalg.svd(flat, full_matrices=False)
@@ -96,3 +99,83 @@ def overlay(
     if ignore_label is not None:
         blended[np.asarray(labels) == ignore_label] = image[np.asarray(labels) == ignore_label]
     return blended
+
+
+def _text(image: np.ndarray, text: str, xy: tuple[int, int], scale: float = 0.45) -> None:
+    cv2.putText(image, text, xy, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA)
+
+
+def plot_curves(history: dict[str, list[float]], width: int = 360, height: int = 240) -> np.ndarray:
+    """Training curves as a uint8 RGB picture: one panel per metric, training (blue) and
+    validation (orange, the `val_` entries) against the epoch."""
+    names = [k for k in history if not k.startswith("val_")] or [k[4:] for k in history]
+    panels = []
+    for name in names:
+        series = [(s, c) for s, c in ((name, (31, 119, 180)), (f"val_{name}", (255, 127, 14))) if history.get(s)]
+        panel = np.full((height, width, 3), 255, np.uint8)
+        values = np.concatenate([np.asarray(history[s], float) for s, _ in series])
+        lo, hi = float(values.min()), float(values.max())
+        hi = hi if hi > lo else lo + 1.0
+        left, right, top, bottom = 48, width - 10, 30, height - 28
+        cv2.rectangle(panel, (left, top), (right, bottom), (160, 160, 160), 1)
+        n = max(len(history[s]) for s, _ in series)
+        for s, colour in series:
+            ys = np.asarray(history[s], float)
+            xs = left + (right - left) * (np.arange(len(ys)) / max(n - 1, 1))
+            pts = np.stack([xs, bottom - (bottom - top) * (ys - lo) / (hi - lo)], 1).round().astype(np.int32)
+            cv2.polylines(panel, [pts], False, colour, 2, cv2.LINE_AA)
+            for p in pts:
+                cv2.circle(panel, tuple(int(v) for v in p), 3, colour, -1, cv2.LINE_AA)
+        _text(panel, name + ("  (blue: train, orange: validation)" if len(series) > 1 else ""), (8, 18))
+        _text(panel, f"{hi:.3g}", (4, top + 10), 0.4)
+        _text(panel, f"{lo:.3g}", (4, bottom), 0.4)
+        _text(panel, f"epoch 1..{n}", (left, height - 8), 0.4)
+        panels.append(panel)
+    return np.concatenate(panels, axis=1)
+
+
+def pyramid_table(features: dict[str, np.ndarray]) -> str:
+    """Level, stride, channels and H x W of each (H, W, C) feature map, as aligned text lines."""
+    lines = [f"{'level':>5} {'stride':>6} {'channels':>8}  shape (H, W)"]
+    for level, f in sorted(features.items(), key=lambda kv: int(kv[0])):
+        lines.append(f"{level:>5} {2 ** int(level):>6} {f.shape[-1]:>8}  {f.shape[0]} x {f.shape[1]}")
+    return "\n".join(lines)
+
+
+def feature_picture(image: np.ndarray, features: dict[str, np.ndarray], height: int = 256) -> np.ndarray:
+    """The image and each level's (H, W, C) map as RGB of its first three principal components."""
+    levels = sorted(features, key=int)
+    panels = [image] + [pca_rgb(features[level]) for level in levels]
+    titles = ["input"] + [f"stride {2 ** int(level)}: {features[level].shape[1]}x{features[level].shape[0]}"
+                          f"x{features[level].shape[2]}" for level in levels]
+    return panel_row(panels, titles, height=height)
+
+
+def stack_rows(rows: list[np.ndarray], gap: int = 8) -> np.ndarray:
+    """Pictures one below the other, padded with white to the widest."""
+    width = max(r.shape[1] for r in rows)
+    padded = []
+    for i, r in enumerate(rows):
+        if i:
+            padded.append(np.full((gap, width, 3), 255, np.uint8))
+        padded.append(np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)), constant_values=255))
+    return np.concatenate(padded, axis=0)
+
+
+def draw_boxes(
+    image: np.ndarray, boxes: np.ndarray, classes, scores=None, names=None, min_score: float = 0.0,
+) -> np.ndarray:
+    """A copy of a uint8 RGB image with boxes ((N, 4) pixel [ymin, xmin, ymax, xmax]) drawn in
+    the VOC colour of their class and labelled with the class name (and score)."""
+    out = np.ascontiguousarray(image, np.uint8).copy()
+    palette = voc_palette()
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores)
+    for (y1, x1, y2, x2), c, s in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(classes).ravel(), scores):
+        if s < min_score:
+            continue
+        colour = tuple(int(v) for v in palette[int(c) % 256])
+        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)) - 1, int(round(y2)) - 1)
+        cv2.rectangle(out, p1, p2, colour, 2)
+        text = f"{names[int(c)] if names is not None else int(c)}{'' if s == 1 else f' {s:.2f}'}"
+        cv2.putText(out, text, (p1[0] + 2, max(p1[1] - 4, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, colour, 1, cv2.LINE_AA)
+    return out

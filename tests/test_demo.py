@@ -1,27 +1,37 @@
-"""`make demo` and the feature pictures."""
+"""`make demo` (its small mode: training included) and the pictures."""
 import cv2
 import numpy as np
+import pytest
+import tf_keras
 
-from convnext_tf.tasks import demo
-from convnext_tf.tasks.visualize import pca_rgb
+from convnext_tf.tasks import demo, shapes
+from convnext_tf.tasks.visualize import colorize, draw_boxes, overlay, pca_rgb, plot_curves, voc_palette
 
 
-def test_demo_prints_stages_and_writes_png(tmp_path, capsys):
-    demo.main(["--model", "convnext_atto", "--out", str(tmp_path)])
+MIN_GAIN = 0.25  # small mode's held-out mIoU must beat the all-background baseline by this much
+
+
+def test_demo_small_mode_learns_and_writes_its_pictures(tmp_path, capsys):
+    result = demo.main(["--small", "--out", str(tmp_path)])
     out = capsys.readouterr().out
-    # chelsea.png is 451x300; sizes floor as PyTorch's valid convolutions do
-    h, w, rows = 300, 451, []
-    for level, k in zip(range(2, 6), (4, 2, 2, 2)):
-        h, w = (h - k) // k + 1, (w - k) // k + 1
-        rows.append(f"{level:>5} {2 ** level:>6}")
-        assert f"{h} x {w}" in out
-    assert all(r in out for r in rows)
-    image = cv2.imread(str(tmp_path / "features.png"))
-    assert image is not None and image.shape[0] == 256 + 28 and image.shape[2] == 3
-    assert image.std() > 10  # not a blank picture
-    seg = cv2.imread(str(tmp_path / "segmentation.png"))
-    assert seg.shape == (300 + 28, 451 * 2 + 8, 3)  # photo and overlay side by side at the photo's size
-    assert "UperNet convnext_atto: logits at 451x300" in out
+    # the baseline from the held-out labels alone: background's IoU is its share of the labelled
+    # pixels, every other class present scores 0
+    labels = np.concatenate([s.label.ravel() for s in shapes.samples(24, demo.VAL_SEED)])
+    labels = labels[labels != 255]
+    present = len(np.unique(labels))
+    assert result["baseline_miou"] == pytest.approx(np.mean(labels == 0) / present)
+    assert result["miou"] > result["baseline_miou"] + MIN_GAIN, out
+    assert f"mIoU {result['miou']:.3f} on 24 held-out images" in out
+    photo = cv2.imread(str(tmp_path / "photo.png"))
+    assert photo.shape == (300 + 28, 3 * 451 + 2 * 8, 3)  # photo | truth | prediction at the photo's size
+    grid = cv2.imread(str(tmp_path / "predictions.png"))
+    assert grid.shape[0] == 4 * (160 + 28) + 3 * 8
+    features = cv2.imread(str(tmp_path / "features.png"))
+    assert features.shape[0] == 256 + 28 and features.std() > 10
+    assert cv2.imread(str(tmp_path / "curves.png")) is not None
+    # the saved best model reloads and predicts the photo at its own size
+    model = tf_keras.models.load_model(tmp_path / "model.keras")
+    assert model(np.zeros((1, 300, 451, 3), np.float32)).shape == (1, 300, 451, len(shapes.CLASSES))
 
 
 def test_pca_rgb_first_channel_follows_main_direction():
@@ -33,11 +43,12 @@ def test_pca_rgb_first_channel_follows_main_direction():
     assert rgb.shape == (20, 30, 3) and rgb.dtype == np.uint8
     r = np.corrcoef(rgb[..., 0].ravel().astype(float), latent.ravel())[0, 1]
     assert abs(r) > 0.95
+    feats[3, 4, 5] = np.inf
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        pca_rgb(feats)
 
 
 def test_voc_palette_known_colours():
-    from convnext_tf.tasks.visualize import voc_palette
-
     p = voc_palette()
     # colours of the PASCAL VOC devkit: background, aeroplane, bicycle, bird, boat, person, void
     known = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128),
@@ -47,8 +58,6 @@ def test_voc_palette_known_colours():
 
 
 def test_overlay_pixels():
-    from convnext_tf.tasks.visualize import colorize, overlay
-
     image = np.array([[[100, 50, 200], [10, 20, 30]], [[255, 255, 255], [0, 0, 0]]], np.uint8)
     labels = np.array([[1, 0], [255, 2]])
     assert colorize(labels)[0, 0].tolist() == [128, 0, 0]
@@ -57,7 +66,22 @@ def test_overlay_pixels():
     assert out[0, 1].tolist() == [round(0.75 * 10), 15, round(0.75 * 30)]  # label 0 is black
     assert out[1, 0].tolist() == [255, 255, 255]  # ignored pixel keeps the image
     assert out[1, 1].tolist() == [0, 32, 0]
-    import pytest
-
     with pytest.raises(ValueError, match="differ in size"):
         overlay(image, labels[:1])
+
+
+def test_draw_boxes_outlines_each_box_in_its_class_colour():
+    image = np.full((60, 80, 3), 255, np.uint8)
+    out = draw_boxes(image, np.array([[10, 20, 40, 60], [0, 0, 5, 5]]), [3, 1], scores=[0.9, 0.1], min_score=0.5)
+    assert out[25, 20].tolist() == voc_palette()[3].tolist() and out[10, 40].tolist() == voc_palette()[3].tolist()
+    assert out[25, 40].tolist() == [255, 255, 255]  # inside stays
+    assert out[2, 2].tolist() == [255, 255, 255]  # the low-score box is not drawn
+    assert np.array_equal(image, np.full((60, 80, 3), 255, np.uint8))  # the input is not changed
+
+
+def test_curves_picture_has_a_panel_per_metric():
+    picture = plot_curves({"loss": [1.0, 0.5, 0.2], "val_loss": [1.1, 0.7, 0.4], "mean_iou": [0.1, 0.4, 0.6]})
+    assert picture.shape == (240, 2 * 360, 3) and picture.dtype == np.uint8
+    blue, orange = np.array([31, 119, 180]), np.array([255, 127, 14])
+    assert (picture[:, :360] == blue).all(-1).any() and (picture[:, :360] == orange).all(-1).any()
+    assert not (picture[:, 360:] == orange).all(-1).any()  # no validation series for mean_iou

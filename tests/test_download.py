@@ -198,3 +198,12 @@ def test_upernet_ade20k_by_name(tmp_path, monkeypatch):
     with torch.no_grad():
         expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy().transpose(0, 2, 3, 1)
     assert np.max(np.abs(model(x).numpy() - expected)) <= 1e-4 * np.max(np.abs(expected))
+
+
+def test_imagenet_1k_of_a_v2_variant_is_its_fcmae_fine_tuned_classifier():
+    for size in ("atto", "tiny", "huge"):
+        ckpt = catalogue.find(f"convnextv2_{size}", "imagenet_1k")
+        assert ckpt == catalogue.find(f"convnextv2_{size}", "fcmae_imagenet_1k") and ckpt.classes == 1000
+    assert catalogue.find("convnext_tiny", "imagenet_1k").tag == "imagenet_1k"
+    with pytest.raises(ValueError, match="No checkpoint 'imagenet_1k' for upernet_convnext_tiny"):
+        catalogue.find("upernet_convnext_tiny", "imagenet_1k")

@@ -11,9 +11,9 @@ from reference import hf_classifier, hf_to_official
 
 from convnext_tf.backbones import create_model, load_state_dict
 from convnext_tf.tasks import cli, imagenet
-from convnext_tf.tasks.demo import default_image
+from convnext_tf.tasks.shapes import photo_path
 
-PHOTO = cv2.cvtColor(cv2.imread(default_image()), cv2.COLOR_BGR2RGB)  # a real photo, 451x300
+PHOTO = cv2.cvtColor(cv2.imread(photo_path()), cv2.COLOR_BGR2RGB)  # a real photo, 451x300
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
 
 

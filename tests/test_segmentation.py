@@ -9,6 +9,7 @@ from transformers import UperNetConfig, UperNetForSemanticSegmentation
 
 from convnext_tf.backbones import ConvNeXtBackbone, load_state_dict
 from convnext_tf.necks import FPN, AdaptiveAvgPool, UperNet
+from convnext_tf.tasks import LayerDecayAdamW, MeanIoU, PixelAccuracy
 from convnext_tf.tasks.segmentation import build_segmentation_model, predict_sliding, segmentation_loss
 
 
@@ -158,3 +159,18 @@ def test_segmentation_under_mixed_precision(policy, eps):
     out = mixed(x)
     assert out.dtype == tf.float32 and mixed.neck.get_layer("neck.bottleneck.conv").compute_dtype == policy.split("_")[1]
     assert np.max(np.abs(out.numpy() - expected)) <= 5 * eps * np.max(np.abs(expected))  # as the backbone's bound
+
+
+def test_a_compiled_model_reloads_compiled_with_its_optimizer_state(tmp_path, caplog):
+    model = build_segmentation_model("convnextv2_atto", 3, neck="fpn", channels=16, aux_head=False)
+    model.compile(LayerDecayAdamW(1e-3), metrics=[MeanIoU(3), PixelAccuracy()])
+    rng = np.random.default_rng(0)
+    x, y = rng.random((2, 64, 64, 3)).astype("float32"), rng.integers(0, 3, (2, 64, 64))
+    model.fit(x, y, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    again = tf_keras.models.load_model(tmp_path / "m.keras")
+    assert "compile() was not called" not in caplog.text
+    assert isinstance(again.optimizer, LayerDecayAdamW) and int(again.optimizer.iterations) == 1
+    for a, b in zip(again.optimizer.variables, model.optimizer.variables):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert again.evaluate(x, y, verbose=0, return_dict=True) == model.evaluate(x, y, verbose=0, return_dict=True)

@@ -101,6 +101,18 @@ def test_yaml_file_keys_are_checked(tmp_path):
         train.parse_config("convnext_seg_upernet_ade20k", [bad])
 
 
+def test_overrides_may_switch_a_one_of_config_to_another_choice():
+    schedule = {"type": "cosine", "cosine": {"initial_learning_rate": 2e-3, "decay_steps": 10}}
+    params = train.parse_config("convnext_retinanet_coco",  # its default schedule is stepwise
+                                params_override={"trainer": {"optimizer_config": {"learning_rate": schedule}}})
+    assert params.trainer.optimizer_config.learning_rate.type == "cosine"
+    assert params.trainer.optimizer_config.learning_rate.cosine.decay_steps == 10
+    with pytest.raises(ValueError, match="unknown key 'trainer.optimizer_config.learning_rate.cosin'; the keys of "
+                                         "trainer.optimizer_config.learning_rate are: constant, cosine,"):
+        train.parse_config("convnext_retinanet_coco",
+                           params_override={"trainer": {"optimizer_config": {"learning_rate": {"cosin": {}}}}})
+
+
 def _task_and_model(name, version="v2", **model_overrides):
     params = exp_factory.get_exp_config(name)
     params.override({"task": {"model": {"backbone": {"convnext": {"model_id": "atto", "version": version}},
