@@ -10,6 +10,7 @@ import numpy as np
 import tf_keras
 
 from convnext_tf.backbones import ConvNeXtConfig, catalogue, read_checkpoint
+from convnext_tf.backbones.config import MIN_INPUT_SIZE
 from convnext_tf.backbones.model import preprocess_input
 from convnext_tf.backbones.weights import head_classes
 from convnext_tf.necks import NECKS
@@ -17,13 +18,11 @@ from convnext_tf.necks import NECKS
 from . import imagenet
 from .segmentation import build_segmentation_model, predict_sliding
 
-MIN_SIZE = 32  # the smallest image side the stride-32 stage takes
-
-
 def check_image(image: np.ndarray, what: str) -> np.ndarray:
     """`image` if both sides are at least 32 pixels, else a ValueError naming it."""
-    if min(image.shape[:2]) < MIN_SIZE:
-        raise ValueError(f"{what} is {image.shape[1]}x{image.shape[0]}; ConvNeXt needs at least {MIN_SIZE}x{MIN_SIZE} pixels.")
+    if min(image.shape[:2]) < MIN_INPUT_SIZE:
+        raise ValueError(f"{what} is {image.shape[1]}x{image.shape[0]}; ConvNeXt needs at least "
+                         f"{MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} pixels.")
     return image
 
 
