@@ -7,7 +7,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: test test-all bench demo clean
+.PHONY: test test-all bench bench-export demo clean
 
 # the library alone (what `make demo` needs)
 $(DEMO_STAMP): pyproject.toml
@@ -31,6 +31,10 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
+
+# sizes, differences and latencies of the exports, and the mIoU of `make demo`'s model in each format
+bench-export: $(STAMP)
+	$(PY) bench/export_bench.py --demo-model $(OUT)/model.keras
 
 demo: $(DEMO_STAMP)
 	$(PY) -m convnext_tf.tasks.demo $(if $(WEIGHTS),--weights $(WEIGHTS)) --out $(OUT)

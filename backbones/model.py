@@ -212,5 +212,5 @@ def resolve_weights(
 
 def preprocess_input(images: tf.Tensor) -> tf.Tensor:
     """Map RGB images in [0, 255] to the normalised inputs the models take."""
-    images = tf.convert_to_tensor(images, tf.float32)
+    images = tf.cast(images, tf.float32)  # uint8 tensors too
     return (images / 255.0 - IMAGENET_MEAN) / IMAGENET_STD

@@ -14,7 +14,9 @@ class FPN(PyramidModel):
 
     Model Garden's FPN upsamples by a fixed factor of 2, which breaks when a level has an odd
     size (500x375 input: 31 columns at stride 16, 16 at stride 32). Here each top-down step
-    resizes (nearest) to the exact size of the level below.
+    resizes (nearest) to the exact size of the level below, with PyTorch's rule (source index
+    floor(i * in / out), as mmdet's and mmseg's FPN), computed as a gather so that every export
+    format gives the same result.
 
     Args:
       input_specs: `{level: TensorShape}` of the backbone.

@@ -33,17 +33,36 @@ def resize(x: tf.Tensor, size, method: str = "bilinear") -> tf.Tensor:
     return tf.cast(tf.image.resize(x, size, method=method), x.dtype)
 
 
+def nearest_indices(size_in: tf.Tensor, size_out: tf.Tensor) -> tf.Tensor:
+    """Source index of each output row of PyTorch's `F.interpolate(mode='nearest')`: floor(i * in / out).
+
+    Exact integer arithmetic, so the resize is a gather that every runtime (Keras, TFLite, ONNX)
+    computes alike; a resize op's nearest mode rounds ties differently from one runtime to another.
+    """
+    return (tf.range(size_out) * size_in) // size_out
+
+
+def resize_nearest(x: tf.Tensor, size) -> tf.Tensor:
+    """Nearest-neighbour resize of NHWC `x` to `size` (H, W), as mmdet's and mmseg's FPN (PyTorch's 'nearest')."""
+    shape = tf.shape(x)
+    x = tf.gather(x, nearest_indices(shape[1], size[0]), axis=1)
+    return tf.gather(x, nearest_indices(shape[2], size[1]), axis=2)
+
+
 @serializable
 class ResizeLike(tf_keras.layers.Layer):
-    """Resize the first input to the spatial size of the second (bilinear or nearest)."""
+    """Resize the first input to the spatial size of the second (bilinear, or nearest as PyTorch)."""
 
     def __init__(self, method: str = "bilinear", **kwargs):
         super().__init__(**kwargs)
+        if method not in ("bilinear", "nearest"):
+            raise ValueError(f"ResizeLike method must be 'bilinear' or 'nearest'; got {method!r}.")
         self.method = method
 
     def call(self, inputs):
         x, like = inputs
-        return resize(x, tf.shape(like)[1:3], self.method)
+        size = tf.shape(like)[1:3]
+        return resize_nearest(x, size) if self.method == "nearest" else resize(x, size)
 
     def compute_output_shape(self, input_shapes):
         x, like = (tf.TensorShape(s) for s in input_shapes)

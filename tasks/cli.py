@@ -4,6 +4,7 @@
     convnext-tf segment IMAGE... --model upernet_convnext_tiny --weights ade20k|FILE [--slide] [--out DIR]
     convnext-tf classify IMAGE... --model convnextv2_tiny --weights imagenet_1k [--topk 5]
     convnext-tf train-segmentation --data DIR --model convnext_tiny --neck upernet --epochs N --out OUT
+    convnext-tf export MODEL [--model NAME] --format savedmodel|tflite|onnx [--quantize Q] --out PATH
     convnext-tf convert SRC --model convnext_tiny [--out FILE] [--verify]
     convnext-tf convert SRC --model convnext_tiny --format model-garden --out DIR [--min-level 3]
     convnext-tf eval-imagenet --data DIR --model convnext_tiny --weights imagenet_1k [--batch-size 64]
@@ -24,7 +25,7 @@ from convnext_tf.backbones import (
 from convnext_tf.backbones.model import preprocess_input, resolve_weights
 from convnext_tf.backbones.weights import head_classes
 from convnext_tf.necks import NECKS
-from convnext_tf.tasks import datasets, imagenet, init_checkpoint, predict
+from convnext_tf.tasks import datasets, export, imagenet, init_checkpoint, predict
 from convnext_tf.tasks import train as train_lib
 from convnext_tf.tasks.finetune import FinetuneConfig, train_segmentation
 from convnext_tf.tasks.label_files import write_label
@@ -191,6 +192,22 @@ def train_segmentation_command(args) -> None:
           f"wrote {os.path.join(args.out, 'model.keras')} and {os.path.join(args.out, 'curves.png')}")
 
 
+def export_command(args) -> None:
+    config = export.ExportConfig(  # checks the arguments before the model is built
+        format=args.format, quantize=args.quantize, input_size=tuple(args.input_size) if args.input_size else None,
+        dynamic=args.dynamic, include_preprocessing=args.include_preprocessing, opset=args.opset, calibration=args.calibration,
+        calibration_images=args.calibration_images, verify=not args.no_verify,
+    )
+    model = export.load_model(args.src, args.model, args.backbone, args.resolution)
+    checks = export.export(model, args.out, config)
+    for check in checks:
+        print(f"  {check}")
+    height, width = export.input_size(model, config) or ("H", "W")
+    dtype = "uint8 RGB" if config.include_preprocessing else "float32 normalised"
+    print(f"wrote {args.out}: input '{export.INPUT_NAME}' (N, {height}, {width}, 3) {dtype}, "
+          f"outputs {', '.join(repr(n) for n in export.output_names(model))}")
+
+
 def _subcommand(sub, name: str, help: str, example: str, func) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, description=help, epilog=f"example:\n  {example}",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -240,6 +257,27 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--val-split", type=float, default=0.1, help="share of the images held out for validation")
     t.add_argument("--num-classes", type=int, default=None, help="default: the largest label id + 1")
     t.add_argument("--seed", type=int, default=0)
+    x = _subcommand(sub, "export", "export a model to a SavedModel, TFLite or ONNX, checked against the Keras model",
+                    "convnext-tf export run1/model.keras --format tflite --quantize int8 --out seg_int8.tflite",
+                    export_command)
+    x.add_argument("src", metavar="MODEL",
+                   help="a saved Keras model (model.keras), or weights for --model: a published name or a checkpoint file")
+    x.add_argument("--model", default=None,
+                   help="with weights: a variant (convnext_tiny: the classifier) or <neck>_<variant> (upernet_convnext_tiny)")
+    x.add_argument("--backbone", action="store_true", help="export the variant's ConvNeXtBackbone (levels '2'..'5')")
+    x.add_argument("--resolution", type=int, default=None, help="for published names: 224, 384 or 512")
+    x.add_argument("--format", required=True, choices=export.FORMATS)
+    x.add_argument("--quantize", default=None, choices=export.QUANTIZATIONS, help="tflite: fp16, dynamic-int8 or int8")
+    size = x.add_mutually_exclusive_group()
+    size.add_argument("--input-size", type=int, nargs=2, metavar=("H", "W"), help="a fixed input size")
+    size.add_argument("--dynamic", action="store_true", help="insist on dynamic height and width (the default where the model allows)")
+    x.add_argument("--include-preprocessing", action="store_true",
+                   help="take uint8 RGB pixels and normalise inside (ImageNet mean and std)")
+    x.add_argument("--opset", type=int, default=17, help="onnx: the opset")
+    x.add_argument("--calibration", default=None, help="int8: a folder of images to calibrate on (default: generated)")
+    x.add_argument("--calibration-images", type=int, default=32, help="int8: how many calibration images")
+    x.add_argument("--no-verify", action="store_true", help="skip running the export against the Keras model")
+    x.add_argument("--out", required=True, help="a SavedModel folder (TF Serving: .../NAME/1), or a .tflite / .onnx file")
     c = sub.add_parser("convert", help="convert a checkpoint (file or catalogue name) to Keras .weights.h5")
     c.add_argument("src", help="a .pth/.pt/.bin/.safetensors file, or a name such as imagenet_1k")
     c.add_argument("--model", required=True, help="variant, e.g. convnext_tiny")

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 
 import tensorflow as tf
 import tf_keras
@@ -59,24 +57,11 @@ def write(out_dir: str, backbone: ConvNeXtBackbone, decoder: tf_keras.Model | No
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ValueError(f"--out {out_dir!r} is a file; a Model Garden checkpoint is a folder.")
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".part", dir=parent)
-    try:
+    with files.atomic_folder(out_dir) as tmp:
         items = {"backbone": backbone, STRUCTURE_KEY: tf.Variable(json.dumps(structure(backbone, decoder)))}
         if decoder is not None:
             items["decoder"] = decoder
         tf.train.CheckpointManager(tf.train.Checkpoint(**items), tmp, max_to_keep=1, checkpoint_name="ckpt").save()
-        os.chmod(tmp, 0o777 & ~files.umask())  # mkdtemp makes 0700 folders
-        old = None
-        if os.path.exists(out_dir):  # replace the old folder only once the new one is complete
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", suffix=".old", dir=parent)
-            os.replace(out_dir, os.path.join(old, "ckpt"))
-        os.replace(tmp, out_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return tf.train.latest_checkpoint(out_dir)
 
 

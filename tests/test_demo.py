@@ -4,11 +4,14 @@ import numpy as np
 import pytest
 import tf_keras
 
-from convnext_tf.tasks import demo, shapes
+from convnext_tf.backbones.model import preprocess_input
+from convnext_tf.tasks import demo, export, metrics, shapes
 from convnext_tf.tasks.visualize import colorize, draw_boxes, overlay, pca_rgb, plot_curves, voc_palette
 
 
 MIN_GAIN = 0.25  # small mode's held-out mIoU must beat the all-background baseline by this much
+INT8_MIOU_LOSS = 0.03  # full-integer TFLite of the trained model: at most this much held-out mIoU lost
+INT8_CHANGED = 0.02  # and at most this share of the held-out pixels labelled differently
 
 
 def test_demo_small_mode_learns_and_writes_its_pictures(tmp_path, capsys):
@@ -32,6 +35,19 @@ def test_demo_small_mode_learns_and_writes_its_pictures(tmp_path, capsys):
     # the saved best model reloads and predicts the photo at its own size
     model = tf_keras.models.load_model(tmp_path / "model.keras")
     assert model(np.zeros((1, 300, 451, 3), np.float32)).shape == (1, 300, 451, len(shapes.CLASSES))
+    # full-integer TFLite of the trained model, uint8 pixels in, on the held-out images at their own sizes
+    path = str(tmp_path / "demo_int8.tflite")
+    export.export(model, path, export.ExportConfig(format="tflite", quantize="int8", include_preprocessing=True,
+                                                   calibration_images=16, verify=False), log=None)
+    run, held_out, n = export.Runner(path), list(shapes.samples(24, demo.VAL_SEED)), len(shapes.CLASSES)
+    keras_labels = [model(preprocess_input(s.image[None])).numpy()[0].argmax(-1) for s in held_out]
+    int8_labels = [run(s.image[None])["logits"][0].argmax(-1) for s in held_out]
+    keras_miou, int8_miou = (
+        metrics.scores(sum(metrics.confusion_matrix(s.label, l, n) for s, l in zip(held_out, labels))).miou
+        for labels in (keras_labels, int8_labels))
+    assert int8_miou >= keras_miou - INT8_MIOU_LOSS, (keras_miou, int8_miou)
+    changed = np.mean(np.concatenate([(a != b).ravel() for a, b in zip(keras_labels, int8_labels)]))
+    assert changed <= INT8_CHANGED, changed
 
 
 def test_pca_rgb_first_channel_follows_main_direction():

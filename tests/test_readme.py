@@ -2,8 +2,8 @@
 
 In a temporary working directory, with local files standing in for the user's (a photo, checkpoint
 files, an ImageNet folder) and a server on 127.0.0.1 standing in for the download hosts. Not run
-here: `make test` and `make test-all` (they run this suite) and `make bench` (a benchmark of
-several minutes, with its own `make bench` target).
+here: `make test` and `make test-all` (they run this suite) and `make bench` and `make bench-export`
+(benchmarks of several minutes).
 """
 import os
 import re
@@ -30,7 +30,7 @@ from convnext_tf.tasks.shapes import photo_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
-NOT_RUN = ("make test", "make test-all", "make bench")
+NOT_RUN = ("make test", "make test-all", "make bench", "make bench-export")
 
 
 def python_blocks() -> list[str]:

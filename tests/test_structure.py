@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # backbones/ from the bottom up: each module may import only those before it
 LAYERS = ["arguments", "files", "config", "layers", "torch_files", "weights", "catalogue", "download", "model",
           "convnext_v1", "convnext_v2", "backbone", "model_garden"]
-OPTIONAL = {"torch", "transformers"}  # imported inside functions only where a feature needs them
+OPTIONAL = {"torch", "transformers", "tf2onnx", "onnxruntime"}  # imported inside functions only where a feature needs them (extras)
 
 
 def imports(path):
