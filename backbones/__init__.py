@@ -1,8 +1,8 @@
 """ConvNeXt V1 and V2 in tf_keras: model builders, layers and weight loading.
 
 Modules, each importing only those above it: `arguments`, `files`, `config` (variants and
-constants), `layers`, `torch_files`, `weights` (reading and key conversion), `catalogue`
-(published checkpoints), `download` (the cache), `model` (builders), `convnext_v1` /
+constants), `layers`, `inference` (weights as graph constants for inference), `torch_files`,
+`weights` (reading and key conversion), `catalogue` (published checkpoints), `download` (the cache), `model` (builders), `convnext_v1` /
 `convnext_v2`, `backbone` (`ConvNeXtBackbone`), `model_garden` (its Model Garden config and
 builder, imported by `convnext_tf.tasks.registry_imports`, not here: plain Keras use needs no Model Garden).
 """
@@ -30,6 +30,7 @@ from .convnext_v2 import (
     convnextv2_pico,
     convnextv2_tiny,
 )
+from .inference import inference_function
 from .model import build_convnext, preprocess_input, stage_output_names
 from .weights import (
     CheckpointError,

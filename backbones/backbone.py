@@ -34,6 +34,9 @@ class ConvNeXtBackbone(tf_keras.Model):
       weights: a published checkpoint's name ('imagenet_1k', ...) or a checkpoint path (any format
         `load_weights` reads); a classifier's head is ignored.
       kernel_regularizer: applied to every convolution and dense kernel.
+      gradient_checkpointing: in training, recompute each block's residual branch in the
+        backward pass instead of keeping its activations (`tf.recompute_grad`): less memory for
+        high-resolution dense training, for about one more forward pass of time.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class ConvNeXtBackbone(tf_keras.Model):
         kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
         depths: tuple[int, ...] | None = None,
         dims: tuple[int, ...] | None = None,
+        gradient_checkpointing: bool = False,
         **kwargs,
     ):
         overrides = dict(drop_path_rate=drop_path_rate, layer_scale_init_value=layer_scale_init_value)
@@ -66,6 +70,7 @@ class ConvNeXtBackbone(tf_keras.Model):
             raise ValueError(f"min_level ({min_level}) must not exceed max_level ({max_level}).")
         frozen_stages = arguments.integer("frozen_stages", frozen_stages, -1, 4)
         output_norm = arguments.boolean("output_norm", output_norm)
+        gradient_checkpointing = arguments.boolean("gradient_checkpointing", gradient_checkpointing)
         if kernel_regularizer is not None and not callable(kernel_regularizer):
             raise ValueError(f"kernel_regularizer must be a Keras regularizer or None; got {kernel_regularizer!r}.")
         x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
@@ -97,6 +102,7 @@ class ConvNeXtBackbone(tf_keras.Model):
             "kernel_regularizer": kernel_regularizer,
             "depths": None if depths is None else list(cfg.depths),
             "dims": None if dims is None else list(cfg.dims),
+            "gradient_checkpointing": gradient_checkpointing,
         }
         # Layers in front of the trunk (an `input_tensor` made by preprocessing layers) are part of
         # the model and of its config, as in a functional classifier.
@@ -113,6 +119,19 @@ class ConvNeXtBackbone(tf_keras.Model):
                 layer.trainable = False
         if weights:
             load_weights(self, weights)
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self._config_dict["gradient_checkpointing"]):
+            return super().call(inputs, training=training, mask=mask)
+        # The same layers in the same order (trunk's), with each block's branch recomputed.
+        x = inputs if self._images is None else tf_keras.Model(self.inputs, self._images)(inputs, training=training)
+        stages = trunk(x, self.convnext_config, make=lambda cls, name, *a, **k: self.get_layer(name), recompute=True)
+        levels = range(self._config_dict["min_level"], self._config_dict["max_level"] + 1)
+        norm = self._config_dict["output_norm"]
+        return {
+            str(level): self.get_layer(f"output_norms.{level}")(stages[level - MIN_LEVEL]) if norm else stages[level - MIN_LEVEL]
+            for level in levels
+        }
 
     @property
     def output_specs(self) -> dict[str, tf.TensorShape]:

@@ -27,47 +27,75 @@ def _init(std: float = 0.02) -> tf_keras.initializers.Initializer:
     return tf_keras.initializers.TruncatedNormal(stddev=std)
 
 
-def block(x: tf.Tensor, dim: int, cfg: ConvNeXtConfig, drop_path: float, name: str) -> tf.Tensor:
-    """One ConvNeXt block; V1 and V2 differ only by GRN versus layer scale."""
-    y = tf_keras.layers.DepthwiseConv2D(
-        7, padding="same", depthwise_initializer=_init(), name=f"{name}.dwconv"
-    )(x)
-    y = LayerNorm(name=f"{name}.norm")(y)
-    y = PointwiseDense(4 * dim, use_gelu=True, kernel_initializer=_init(), name=f"{name}.pwconv1")(y)
+def new_layer(cls: type, name: str, *args, **kwargs) -> tf_keras.layers.Layer:
+    """The layer factory of a model being built: a new layer."""
+    return cls(*args, name=name, **kwargs)
+
+
+def block(
+    x: tf.Tensor, dim: int, cfg: ConvNeXtConfig, drop_path: float, name: str,
+    make: Callable = new_layer, recompute: bool = False,
+) -> tf.Tensor:
+    """One ConvNeXt block; V1 and V2 differ only by GRN versus layer scale.
+
+    `make(cls, name, *args, **kwargs)` gives each layer (new ones, or a built model's); with
+    `recompute` the residual branch is run under `tf.recompute_grad` (its activations are
+    recomputed in the backward pass instead of kept). The drop path stays outside it, so its
+    random mask is drawn once.
+    """
+    branch = [
+        make(tf_keras.layers.DepthwiseConv2D, f"{name}.dwconv", 7, padding="same", depthwise_initializer=_init()),
+        make(LayerNorm, f"{name}.norm"),
+        make(PointwiseDense, f"{name}.pwconv1", 4 * dim, use_gelu=True, kernel_initializer=_init()),
+    ]
     if cfg.use_grn:
-        y = GRN(name=f"{name}.grn")(y)
-    y = PointwiseDense(dim, kernel_initializer=_init(), name=f"{name}.pwconv2")(y)
+        branch.append(make(GRN, f"{name}.grn"))
+    branch.append(make(PointwiseDense, f"{name}.pwconv2", dim, kernel_initializer=_init()))
     if cfg.layer_scale_init_value > 0:
-        y = LayerScale(cfg.layer_scale_init_value, name=f"{name}.layer_scale")(y)
-    return StochasticDepth(drop_path, name=name)([x, y])
+        branch.append(make(LayerScale, f"{name}.layer_scale", cfg.layer_scale_init_value))
+
+    def run(y: tf.Tensor) -> tf.Tensor:
+        for layer in branch:
+            y = layer(y)
+        return y
+
+    y = tf.recompute_grad(run)(x) if recompute else run(x)
+    return make(StochasticDepth, name, drop_path)([x, y])
 
 
-def stem(x: tf.Tensor, cfg: ConvNeXtConfig) -> tf.Tensor:
+def stem(x: tf.Tensor, cfg: ConvNeXtConfig, make: Callable = new_layer) -> tf.Tensor:
     """Patchify stem: 4x4 stride-4 convolution (valid, floors odd sizes) and LayerNorm."""
-    x = tf_keras.layers.Conv2D(cfg.dims[0], 4, strides=4, kernel_initializer=_init(), name="stem.conv")(x)
-    return LayerNorm(name="stem.norm")(x)
+    x = make(tf_keras.layers.Conv2D, "stem.conv", cfg.dims[0], 4, strides=4, kernel_initializer=_init())(x)
+    return make(LayerNorm, "stem.norm")(x)
 
 
-def stage(x: tf.Tensor, i: int, cfg: ConvNeXtConfig, drop_paths: list[float]) -> tf.Tensor:
+def stage(
+    x: tf.Tensor, i: int, cfg: ConvNeXtConfig, drop_paths: list[float], make: Callable = new_layer,
+    recompute: bool = False,
+) -> tf.Tensor:
     """Stage i: a LayerNorm + 2x2 stride-2 downsample (i > 0), then `depths[i]` blocks."""
     if i > 0:
-        x = LayerNorm(name=f"stages.{i}.downsample.norm")(x)
-        x = tf_keras.layers.Conv2D(
-            cfg.dims[i], 2, strides=2, kernel_initializer=_init(), name=f"stages.{i}.downsample.conv"
+        x = make(LayerNorm, f"stages.{i}.downsample.norm")(x)
+        x = make(
+            tf_keras.layers.Conv2D, f"stages.{i}.downsample.conv", cfg.dims[i], 2, strides=2, kernel_initializer=_init()
         )(x)
     for j, rate in enumerate(drop_paths):
-        x = block(x, cfg.dims[i], cfg, rate, name=f"stages.{i}.blocks.{j}")
+        x = block(x, cfg.dims[i], cfg, rate, f"stages.{i}.blocks.{j}", make, recompute)
     return x
 
 
-def trunk(x: tf.Tensor, cfg: ConvNeXtConfig) -> list[tf.Tensor]:
-    """Stem and the four stages; returns the stage outputs (strides 4, 8, 16, 32)."""
+def trunk(x: tf.Tensor, cfg: ConvNeXtConfig, make: Callable = new_layer, recompute: bool = False) -> list[tf.Tensor]:
+    """Stem and the four stages; returns the stage outputs (strides 4, 8, 16, 32).
+
+    With the default `make` it builds the layers; `make=lambda cls, name, *a, **k: model.get_layer(name)`
+    runs a built model's layers again (how `ConvNeXtBackbone` recomputes its blocks).
+    """
     rates = np.linspace(0.0, cfg.drop_path_rate, sum(cfg.depths)).tolist()
     starts = np.cumsum((0,) + cfg.depths).tolist()
-    x = stem(InputCheck(name="input_check")(x), cfg)
+    x = stem(make(InputCheck, "input_check")(x), cfg, make)
     outputs = []
     for i, depth in enumerate(cfg.depths):
-        x = stage(x, i, cfg, rates[starts[i] : starts[i] + depth])
+        x = stage(x, i, cfg, rates[starts[i] : starts[i] + depth], make, recompute)
         outputs.append(x)
     return outputs
 

@@ -32,6 +32,7 @@ class ConvNeXt(hyperparams.Config):
     layer_scale_init_value: Optional[float] = None
     frozen_stages: int = -1
     weights: Optional[str] = None
+    gradient_checkpointing: bool = False  # recompute each block's branch in the backward pass
 
 
 @dataclasses.dataclass
@@ -67,6 +68,7 @@ def build_backbone(
         kernel_regularizer=l2_regularizer,
         depths=cfg.depths,
         dims=cfg.dims,
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
 
 

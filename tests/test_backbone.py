@@ -170,3 +170,47 @@ def test_config_round_trip_and_save(tmp_path):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ConvNeXtBackbone(**{"model_id": "atto", **kwargs})
+
+
+def gradients(backbone, x):
+    """The loss (outputs against fixed random weights) and its gradients, traced once; and the graph."""
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            out = backbone(x, training=True)
+            loss = tf.add_n([tf.reduce_sum(v * tf.random.stateless_normal(tf.shape(v), [1, int(k)])) for k, v in out.items()])
+        return loss, tape.gradient(loss, backbone.trainable_variables)
+    graph = run.get_concrete_function(x).graph
+    return run(x), graph
+
+
+def matmuls(graph):
+    """MatMul ops in a graph and the functions it calls."""
+    defs = graph.as_graph_def()
+    nodes = list(defs.node) + [n for f in defs.library.function for n in f.node_def]
+    return sum(n.op == "MatMul" for n in nodes)
+
+
+@pytest.mark.parametrize("version,front", [("v1", False), ("v2", False), ("v2", True)])
+def test_gradient_checkpointing_recomputes_and_keeps_the_gradients(version, front):
+    def build(checkpointing):
+        kwargs = dict(model_id="atto", version=version, min_level=3, gradient_checkpointing=checkpointing)
+        if front:  # layers in front of the trunk run in the recomputing path too
+            images = tf_keras.Input((None, None, 3))
+            kwargs["input_tensor"] = tf_keras.layers.Rescaling(0.5)(images)
+        return ConvNeXtBackbone(**kwargs)
+
+    plain, checkpointed = build(False), build(True)
+    checkpointed.set_weights(plain.get_weights())
+    x = tf.constant(np.random.default_rng(0).standard_normal((2, 96, 64, 3)).astype(np.float32))
+    (loss, want), plain_graph = gradients(plain, x)
+    (loss2, got), graph = gradients(checkpointed, x)
+    np.testing.assert_allclose(float(loss2), float(loss), rtol=1e-6)
+    for g, w, v in zip(got, want, plain.trainable_variables):
+        assert np.max(np.abs(g.numpy() - w.numpy())) <= 1e-5 * np.max(np.abs(w.numpy())), v.name
+    # each block's two pointwise matmuls run once more, in the backward pass
+    assert matmuls(graph) == matmuls(plain_graph) + 2 * sum(plain.convnext_config.depths)
+    # inference does not recompute, and the flag survives the config
+    for a, b in zip(checkpointed(x).values(), plain(x).values()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    assert ConvNeXtBackbone.from_config(checkpointed.get_config()).get_config()["gradient_checkpointing"]

@@ -114,3 +114,48 @@ def test_maskrcnn_training_with_model_garden_losses():
 
     losses = [float(step()) for _ in range(25)]
     assert losses[-1] < 0.5 * losses[0], losses[::5]
+
+
+def test_batched_nms_keeps_model_gardens_v2_detections():
+    """Our default NMS against Model Garden's default, on one set of weights, with many boxes over the threshold."""
+    tf.random.set_seed(0)
+    config = detection.retinanet_config("atto", num_classes=4, num_filters=32, **TINY)
+    assert config.detection_generator.nms_version == "batched"
+    ours = detection.build_retinanet(config)
+    stock = detection.retinanet_config("atto", num_classes=4, num_filters=32, **TINY)
+    stock.detection_generator.nms_version = "v2"  # Model Garden's default
+    reference = detection.build_retinanet(stock)
+    images = np.random.default_rng(0).uniform(-1, 1, (2, 256, 384, 3))
+    # scores with 10% of the boxes over the threshold, instead of all at the prior's 0.01
+    kernel = next(v for v in ours.trainable_variables if v.name.startswith("retina_net_head/scores/kernel"))
+    kernel.assign(tf.random.normal(kernel.shape, stddev=0.1, seed=1))
+    raw = ours(tf.constant(images, tf.float32), image_shape=tf.constant([[256.0, 384.0]] * 2),
+               anchor_boxes=detection.anchor_boxes(config, 256, 384, 2), training=False)["cls_outputs"]
+    logits = np.concatenate([v.numpy().ravel() for v in raw.values()])
+    bias = next(v for v in ours.trainable_variables if v.name.startswith("retina_net_head/scores/bias"))
+    bias.assign(bias + np.log(0.05 / 0.95) - np.quantile(logits, 0.9))
+    reference.set_weights(ours.get_weights())
+    got, want = detection.detect(ours, config, images), detection.detect(reference, stock, images)
+    n = want["num_detections"].numpy()
+    assert n.min() > 20  # many detections, so the comparison means something
+    np.testing.assert_array_equal(got["num_detections"].numpy(), n)
+    for i in range(len(n)):  # the same detections; boxes of equal score may come in either order
+        rows = [np.column_stack([d["detection_scores"][i, : n[i]], d["detection_classes"][i, : n[i]],
+                                 d["detection_boxes"][i, : n[i]]]).astype(np.float64) for d in (got, want)]
+        rows = [r[np.lexsort(np.round(r, 3).T[::-1])] for r in rows]
+        np.testing.assert_allclose(rows[0], rows[1], rtol=1e-5, atol=1e-4)
+
+
+def test_detect_is_compiled_once_per_image_size():
+    config = detection.retinanet_config("atto", num_classes=3, num_filters=32, **TINY)
+    model = detection.build_retinanet(config)
+    images = np.random.default_rng(0).uniform(-1, 1, (1, 256, 256, 3))
+    first = detection.detect(model, config, images)
+    again = detection.detect(model, config, images)
+    detection.detect(model, config, images[:, :128])
+    assert detection._compiled(model).experimental_get_tracing_count() == 2  # two sizes, two traces
+    eager = model(tf.constant(images, tf.float32), image_shape=tf.constant([[256.0, 256.0]]),
+                  anchor_boxes=detection.anchor_boxes(config, 256, 256), training=False)
+    for key in ("detection_boxes", "detection_scores", "num_detections"):
+        np.testing.assert_array_equal(again[key].numpy(), first[key].numpy())
+        np.testing.assert_allclose(first[key].numpy(), eager[key].numpy(), rtol=1e-4, atol=1e-4)

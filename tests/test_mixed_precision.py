@@ -1,10 +1,19 @@
 """mixed_float16 and mixed_bfloat16: float32 variables and logits, float32 norms, no overflow."""
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras
+import torch
 from reference import hf_classifier
 
-from convnext_tf.backbones import ConvNeXtConfig, create_model, load_state_dict, stage_output_names
+from convnext_tf.backbones import (
+    ConvNeXtBackbone,
+    ConvNeXtConfig,
+    create_model,
+    inference_function,
+    load_state_dict,
+    stage_output_names,
+)
 
 # Tolerance on max |mixed - float32| relative to max |float32| for logits and stage outputs:
 # 5 machine epsilons of the compute dtype (float16 2**-10, bfloat16 2**-7). Measured on random
@@ -49,3 +58,51 @@ def test_v2_at_1024_in_float16_is_finite(name):
     # The test is meaningful: GRN's sum of squares over H x W is beyond float16's range (65504).
     assert np.max(np.sum(np.square(grn_in.numpy().astype(np.float32)), axis=(1, 2))) > 65504
     assert np.isfinite(logits.numpy()).all()
+
+
+def variable_casts(function, x):
+    """Cast ops in the traced graph whose input is a variable read."""
+    graph = function.get_concrete_function(x).graph
+    return [op for op in graph.get_operations()
+            if op.type == "Cast" and op.inputs[0].op.type == "ReadVariableOp"]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
+def test_inference_function_casts_once_and_keeps_the_bounds(name, policy):
+    sd = hf_classifier(name).state_dict()
+    x = np.random.default_rng(0).standard_normal((2, 160, 192, 3)).astype(np.float32)
+    _, expected = outputs(name, sd, x)
+    tf_keras.mixed_precision.set_global_policy(policy)
+    model = create_model(name, input_shape=(None, None, 3))
+    load_state_dict(model, sd)
+    plain = tf.function(lambda images: model(images, training=False))
+    assert len(variable_casts(plain, x)) > 50  # what it removes: every kernel, bias and scale
+    run = inference_function(model)
+    assert variable_casts(run, x) == []
+    got = run(x).numpy()
+    err = np.max(np.abs(got - expected[-1])) / np.max(np.abs(expected[-1]))
+    assert err <= TOLERANCE[policy], f"{name} {policy}: relative error {err:.3g}"
+    # the model is untouched: its weights are still float32 variables, and a new function sees new weights
+    assert all(isinstance(getattr(model.get_layer(n), "kernel"), tf.Variable) for n in ("stem.conv", "head.fc"))
+    fc = model.get_layer("head.fc")
+    fc.bias.assign(fc.bias + 1.0)
+    np.testing.assert_allclose(inference_function(model)(x).numpy(), got + 1.0, rtol=0, atol=1e-2)
+
+
+def test_inference_function_in_float32_keeps_parity_with_hugging_face():
+    ref = hf_classifier("convnextv2_atto")
+    model = create_model("convnextv2_atto", input_shape=(None, None, 3))
+    load_state_dict(model, ref.state_dict())
+    x = np.random.default_rng(0).standard_normal((2, 96, 128, 3)).astype(np.float32)
+    run = inference_function(model)
+    assert not [op for op in run.get_concrete_function(x).graph.get_operations() if op.type == "ReadVariableOp"]
+    with torch.no_grad():
+        expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy()
+    got = run(x).numpy()
+    assert np.max(np.abs(got - expected)) <= 1e-5 * np.max(np.abs(expected))  # the parity tests allow 1e-4
+    backbone = ConvNeXtBackbone("atto", version="v2")
+    got, want = inference_function(backbone)(x), backbone(x, training=False)
+    assert sorted(got) == ["2", "3", "4", "5"]
+    for level in got:
+        np.testing.assert_allclose(got[level].numpy(), want[level].numpy(), rtol=0, atol=1e-5 * np.max(np.abs(want[level])))
