@@ -124,7 +124,7 @@ class ConvNeXtBackbone(tf_keras.Model):
         if not (training and self._config_dict["gradient_checkpointing"]):
             return super().call(inputs, training=training, mask=mask)
         # The same layers in the same order (trunk's), with each block's branch recomputed.
-        x = inputs if self._images is None else tf_keras.Model(self.inputs, self._images)(inputs, training=training)
+        x = inputs if self._images is None else self._front()(inputs, training=training)
         stages = trunk(x, self.convnext_config, make=lambda cls, name, *a, **k: self.get_layer(name), recompute=True)
         levels = range(self._config_dict["min_level"], self._config_dict["max_level"] + 1)
         norm = self._config_dict["output_norm"]
@@ -151,8 +151,12 @@ class ConvNeXtBackbone(tf_keras.Model):
         config["input_specs"] = {"shape": list(self._config_dict["input_specs"].shape)}
         config["kernel_regularizer"] = tf_keras.regularizers.serialize(config["kernel_regularizer"])
         if self._images is not None:  # the preprocessing layers, as a functional model's config
-            config["input_layers"] = tf_keras.Model(self.inputs, self._images).get_config()
+            config["input_layers"] = self._front().get_config()
         return config
+
+    def _front(self) -> tf_keras.Model:
+        """The layers between the input tensor and the trunk (given with `input_tensor`), as a model."""
+        return tf_keras.Model(self.inputs, self._images)
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> "ConvNeXtBackbone":

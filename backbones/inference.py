@@ -7,7 +7,8 @@ its kernels want, or falls back to slower ones: bfloat16 matmuls fused with bias
 generic GEMM instead of AMX, and float32 3x3 convolutions with plain-layout weights run at about
 half speed (UperNet's 2048 -> 512 bottleneck). `inference_function` traces the model with its
 variables replaced by constants in the dtype each layer reads, so the cast happens once and
-oneDNN packs each kernel once and keeps it.
+oneDNN packs each kernel once and keeps it. Under a mixed policy its LayerNorms run as one
+XLA-compiled loop each (`layers.compiled_norms`), compiled once per input shape.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 import tensorflow as tf
 import tf_keras
+
+from .layers import compiled_norms
 
 
 def layer_weights(model: tf_keras.layers.Layer) -> list[tuple[tf_keras.layers.Layer, str, tf.Variable]]:
@@ -54,7 +57,8 @@ def constant_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
 
 
 def inference_function(model: tf_keras.Model) -> Callable[[Any], Any]:
-    """`model(x, training=False)` as a `tf.function` with the weights as constants (see the module).
+    """`model(x, training=False)` as a `tf.function` with the weights as constants and, under a
+    mixed policy, compiled LayerNorms (see the module).
 
     The weights are read when a new input signature is traced: build the function after the
     weights are final (loaded or trained), and build a new one after changing them. The model
@@ -63,7 +67,7 @@ def inference_function(model: tf_keras.Model) -> Callable[[Any], Any]:
 
     @tf.function(reduce_retracing=True)
     def run(inputs):
-        with constant_weights(model):
+        with constant_weights(model), compiled_norms():
             return model(inputs, training=False)
 
     return run

@@ -19,7 +19,7 @@ import tf_keras
 from . import arguments, catalogue
 from .config import IMAGENET_MEAN, IMAGENET_STD, ConvNeXtConfig
 from .download import cached_checkpoint
-from .layers import GRN, InputCheck, LayerNorm, LayerScale, PointwiseDense, StochasticDepth, check_input_shape
+from .layers import GRN, DepthwiseConv, InputCheck, LayerNorm, LayerScale, PointwiseDense, StochasticDepth, check_input_shape
 from .weights import load_weights
 
 
@@ -44,7 +44,7 @@ def block(
     random mask is drawn once.
     """
     branch = [
-        make(tf_keras.layers.DepthwiseConv2D, f"{name}.dwconv", 7, padding="same", depthwise_initializer=_init()),
+        make(DepthwiseConv, f"{name}.dwconv", 7, padding="same", depthwise_initializer=_init()),
         make(LayerNorm, f"{name}.norm"),
         make(PointwiseDense, f"{name}.pwconv1", 4 * dim, use_gelu=True, kernel_initializer=_init()),
     ]

@@ -286,6 +286,28 @@ def matmul_peak(dtype: str) -> float:
     return 2 * 4096**3 / best / 1e9
 
 
+def _runtime_rss(framework: str, conn) -> None:
+    """Peak RSS (MiB) of a process that has imported a framework and built nothing: the floor
+    under every figure of the RSS columns."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if framework == "pytorch":
+        import torch  # noqa: F401
+        from transformers import ConvNextForImageClassification, UperNetForSemanticSegmentation  # noqa: F401
+    else:
+        import tensorflow  # noqa: F401
+        import tf_keras  # noqa: F401
+
+        import convnext_tf.backbones  # noqa: F401
+    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def _in_process(ctx, target, *args):
+    """`target(*args, conn)` in a fresh process; what it sends."""
+    parent, child = ctx.Pipe()
+    ctx.Process(target=target, args=(*args, child), daemon=True).start()
+    return parent.recv()
+
+
 def _peaks(conn) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     conn.send({d: matmul_peak(d) for d in ("float32", "bfloat16")})
@@ -351,7 +373,7 @@ def bar_chart(rows: list[tuple[str, float, float | None]], path: str) -> None:
         f.write(data.tobytes())
 
 
-def report(results: dict, peaks: dict, args) -> tuple[list[str], list]:
+def report(results: dict, peaks: dict, runtimes: dict, args) -> tuple[list[str], list]:
     lines = [
         "# convnext-tf benchmark (images/s, median of rounds)",
         "",
@@ -359,11 +381,14 @@ def report(results: dict, peaks: dict, args) -> tuple[list[str], list]:
         f"float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s. "
         f"{args.rounds} rounds of {args.seconds:g} s (at least one call) per scenario and contestant, "
         "contestants alternating, each scenario in fresh processes. Random weights (biases non-zero). "
-        "fp32 = float32; bf16 = mixed_bfloat16 with `inference_function` (weights cast once) in Keras, "
+        "fp32 = float32; bf16 = mixed_bfloat16 with `inference_function` (weights cast once, LayerNorms "
+        "compiled) in Keras, "
         "bfloat16 autocast in PyTorch. PyTorch: Hugging Face ConvNeXt / UperNet in channels_last "
         "(inference_mode for inference). Training: one SGD step (forward, backward, update); UperNet "
         "with its auxiliary head. `peak` = ours' FLOPs x images/s over the matmul peak of the precision "
-        "(training FLOPs taken as 3x the forward pass). RSS: peak resident memory of the scenario's process. "
+        "(training FLOPs taken as 3x the forward pass). RSS: peak resident memory of the scenario's process; "
+        f"the imports alone take {runtimes['convnext_tf']:.0f} MiB (TensorFlow, tf_keras, convnext_tf) and "
+        f"{runtimes['pytorch']:.0f} MiB (PyTorch, transformers). "
         "Detection: RetinaNet-T (91 classes), scores spread so that 0.1% of (anchor, class) pairs clear the "
         "0.05 threshold, as with a trained model; `detect` is `detection.detect` (network and NMS), "
         "`forward` the backbone, FPN and heads alone.",
@@ -420,12 +445,12 @@ def main() -> None:
         parser.error(f"unknown scenarios {unknown}; choose from {list(SCENARIOS)}")
 
     ctx = mp.get_context("spawn")
-    parent, child = ctx.Pipe()
-    ctx.Process(target=_peaks, args=(child,), daemon=True).start()
-    peaks = parent.recv()
+    peaks = _in_process(ctx, _peaks)
     print(f"matmul peak: float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s", flush=True)
+    runtimes = {f: _in_process(ctx, _runtime_rss, f) for f in ("convnext_tf", "pytorch")}
+    print(f"RSS of the imports alone: {runtimes}", flush=True)
     results = {n: run_scenario(ctx, n, args.rounds, args.seconds) for n in names}
-    lines, chart = report(results, peaks, args)
+    lines, chart = report(results, peaks, runtimes, args)
     chart_path = os.path.splitext(args.out)[0] + ".png"
     if chart:
         bar_chart(chart, chart_path)

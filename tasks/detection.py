@@ -95,20 +95,24 @@ def anchor_boxes(config, height: int, width: int, batch_size: int = 1) -> dict[s
     return {k: tf.tile(v[None], [batch_size, 1, 1, 1]) for k, v in boxes.items()}
 
 
-_COMPILED: "weakref.WeakKeyDictionary[tf_keras.Model, tf.types.experimental.GenericFunction]" = weakref.WeakKeyDictionary()
+_COMPILED: "weakref.WeakKeyDictionary[tf_keras.Model, tuple]" = weakref.WeakKeyDictionary()
 
 
-def _compiled(model: tf_keras.Model):
-    """The model's inference as one `tf.function` per model (traced once per input shape)."""
-    if model not in _COMPILED:
+def _compiled(model: tf_keras.Model, config):
+    """The model's inference for `config` as one `tf.function` per model, traced once per input
+    shape; the anchors and image shape are built in the trace, so a call computes neither."""
+    entry = _COMPILED.get(model)
+    if entry is None or entry[0] is not config:
         ref = weakref.ref(model)  # the function must not keep the model alive
 
         @tf.function
-        def run(images, image_shape, anchors):
-            return ref()(images, image_shape=image_shape, anchor_boxes=anchors, training=False)
+        def run(images):
+            b, h, w = images.shape[0], images.shape[1], images.shape[2]
+            return ref()(images, image_shape=tf.constant([[h, w]] * b, tf.float32),
+                         anchor_boxes=anchor_boxes(config, h, w, b), training=False)
 
-        _COMPILED[model] = run
-    return _COMPILED[model]
+        entry = _COMPILED[model] = (config, run)
+    return entry[1]
 
 
 def detect(model: tf_keras.Model, config, images) -> dict[str, tf.Tensor]:
@@ -117,6 +121,4 @@ def detect(model: tf_keras.Model, config, images) -> dict[str, tf.Tensor]:
     Runs compiled: the first call for an image size traces the model (seconds), later calls of
     that size reuse it.
     """
-    images = tf.convert_to_tensor(images, tf.float32)
-    b, h, w = images.shape[0], images.shape[1], images.shape[2]
-    return _compiled(model)(images, tf.constant([[h, w]] * b, tf.float32), anchor_boxes(config, h, w, b))
+    return _compiled(model, config)(tf.convert_to_tensor(images, tf.float32))

@@ -153,7 +153,7 @@ def test_detect_is_compiled_once_per_image_size():
     first = detection.detect(model, config, images)
     again = detection.detect(model, config, images)
     detection.detect(model, config, images[:, :128])
-    assert detection._compiled(model).experimental_get_tracing_count() == 2  # two sizes, two traces
+    assert detection._compiled(model, config).experimental_get_tracing_count() == 2  # two sizes, two traces
     eager = model(tf.constant(images, tf.float32), image_shape=tf.constant([[256.0, 256.0]]),
                   anchor_boxes=detection.anchor_boxes(config, 256, 256), training=False)
     for key in ("detection_boxes", "detection_scores", "num_detections"):

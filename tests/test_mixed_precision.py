@@ -67,6 +67,13 @@ def variable_casts(function, x):
             if op.type == "Cast" and op.inputs[0].op.type == "ReadVariableOp"]
 
 
+def compiled_norm_calls(function, x):
+    """Calls of the XLA-compiled LayerNorm in the traced graph."""
+    graph = function.get_concrete_function(x).graph
+    return [op for op in graph.get_operations()
+            if op.type.endswith("PartitionedCall") and "compiled_layer_norm" in op.get_attr("f").name]
+
+
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
 @pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
 def test_inference_function_casts_once_and_keeps_the_bounds(name, policy):
@@ -80,6 +87,8 @@ def test_inference_function_casts_once_and_keeps_the_bounds(name, policy):
     assert len(variable_casts(plain, x)) > 50  # what it removes: every kernel, bias and scale
     run = inference_function(model)
     assert variable_casts(run, x) == []
+    norms = [layer for layer in model.layers if type(layer).__name__ == "LayerNorm"]
+    assert len(compiled_norm_calls(run, x)) == len(norms) - 1  # all but the head's, which is float32
     got = run(x).numpy()
     err = np.max(np.abs(got - expected[-1])) / np.max(np.abs(expected[-1]))
     assert err <= TOLERANCE[policy], f"{name} {policy}: relative error {err:.3g}"
@@ -97,6 +106,7 @@ def test_inference_function_in_float32_keeps_parity_with_hugging_face():
     x = np.random.default_rng(0).standard_normal((2, 96, 128, 3)).astype(np.float32)
     run = inference_function(model)
     assert not [op for op in run.get_concrete_function(x).graph.get_operations() if op.type == "ReadVariableOp"]
+    assert compiled_norm_calls(run, x) == []  # float32 LayerNorms stay as they were
     with torch.no_grad():
         expected = ref(torch.from_numpy(x.transpose(0, 3, 1, 2))).logits.numpy()
     got = run(x).numpy()

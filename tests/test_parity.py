@@ -1,11 +1,14 @@
 """Parity with the PyTorch reference (Hugging Face transformers) for every variant."""
 import numpy as np
 import pytest
+import tensorflow as tf
 import tf_keras
 import torch
 from reference import hf_classifier, to_nhwc
 
-from convnext_tf.backbones import MODEL_NAMES, ConvNeXtConfig, create_model, load_state_dict, stage_output_names
+from convnext_tf.backbones import (
+    MODEL_NAMES, ConvNeXtConfig, create_model, export_state_dict, load_state_dict, stage_output_names,
+)
 
 # Variants from base up are large enough to run only in `make test-all`.
 LARGE_SIZES = ("base", "large", "xlarge", "huge")
@@ -33,11 +36,11 @@ def with_stages(model, name):
     return tf_keras.Model(model.inputs, stages + [model.output])
 
 
-def assert_close(ours, ref, what):
+def assert_close(ours, ref, what, bound=1e-4):
     assert ours.shape == ref.shape, f"{what}: shape {ours.shape} != reference {ref.shape}"
     err = np.max(np.abs(ours - ref))
     scale = np.max(np.abs(ref))
-    assert err <= 1e-4 * scale, f"{what}: max |ours - ref| = {err:.3g} > 1e-4 x {scale:.3g}"
+    assert err <= bound * scale, f"{what}: max |ours - ref| = {err:.3g} > {bound:g} x {scale:.3g}"
 
 
 @pytest.mark.parametrize("name", list(_variants()))
@@ -63,3 +66,63 @@ def test_parity_with_reference(name):
         assert_close(ours[4], out.logits.numpy(), f"{name} {h}x{w} logits")
     del ref, model, feats
     tf_keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", ["convnext_atto", "convnextv2_atto"])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_training_gradients_match_reference(name, policy):
+    """A training step's gradients (the hand-written LayerNorm and GELU gradients, the float32
+    depthwise path under mixed precision) equal PyTorch autograd's on the reference model."""
+    ref = hf_classifier(name).train()  # no dropout or drop path in the reference at rate 0
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+        model = create_model(name, input_shape=(64, 96, 3))
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    load_state_dict(model, ref.state_dict())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 64, 96)).astype(np.float32)
+    projection = rng.standard_normal((2, 1000)).astype(np.float32)  # loss: a random projection of the logits
+
+    ref(torch.from_numpy(x)).logits.mul(torch.from_numpy(projection)).sum().backward()
+    with tf.GradientTape() as tape:
+        logits = tf.cast(model(x.transpose(0, 2, 3, 1), training=True), tf.float32)
+        loss = tf.reduce_sum(logits * projection)
+    grads = tape.gradient(loss, model.trainable_variables)
+    for variable, grad in zip(model.trainable_variables, grads):  # the gradients in PyTorch's names and layouts
+        variable.assign(grad)
+    ours = export_state_dict(model)
+    # float32: rounding alone; bfloat16 autocast-style training: about 3 significant digits per op
+    bound = 1e-4 if policy == "float32" else 0.2
+    for key, param in ref.named_parameters():
+        assert_close(ours[key], param.grad.numpy(), f"{name} {policy} gradient of {key}", bound)
+
+
+def test_grn_gradient_with_an_all_zero_channel_matches_reference():
+    """A channel that is zero everywhere (GELU underflows to exact zeros) has norm 0: the gradient
+    is finite and equals torch's (vector_norm's backward gives 0 there), not sqrt's NaN."""
+    from transformers.models.convnextv2.modeling_convnextv2 import ConvNextV2GRN
+
+    from convnext_tf.backbones.layers import GRN
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 5, 7, 8)).astype(np.float32)
+    x[0, :, :, 3] = 0.0
+    gamma, beta = rng.standard_normal((2, 8)).astype(np.float32)
+    ref = ConvNextV2GRN(8)
+    with torch.no_grad():
+        ref.weight.copy_(torch.from_numpy(gamma).reshape(1, 1, 1, 8))
+        ref.bias.copy_(torch.from_numpy(beta).reshape(1, 1, 1, 8))
+    xt = torch.from_numpy(x).requires_grad_()
+    ref(xt).square().sum().backward()
+
+    layer = GRN()
+    layer.build(x.shape)
+    layer.set_weights([gamma, beta])
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.reduce_sum(tf.square(layer(xs)))
+    grad = tape.gradient(loss, xs).numpy()
+    assert np.all(np.isfinite(grad))
+    assert_close(grad, xt.grad.numpy(), "GRN input gradient")
