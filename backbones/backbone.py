@@ -7,7 +7,7 @@ import tf_keras
 from . import arguments
 from .config import ConvNeXtConfig
 from .layers import LayerNorm, check_input_shape, serializable
-from .model import model_inputs, resolve_weights, trunk
+from .model import model_inputs, new_layer, resolve_weights, trunk
 from .weights import load_weights
 
 MIN_LEVEL, MAX_LEVEL = 2, 5  # level l has stride 2**l: stage l - 2
@@ -76,13 +76,7 @@ class ConvNeXtBackbone(tf_keras.Model):
         x, inputs = model_inputs(input_specs.shape[1:], input_tensor)
         check_input_shape(x.shape, channels=3 if weights else None)
         weights = resolve_weights(weights, cfg.variant, x.shape[1])
-        stages = trunk(x, cfg)
-        endpoints = {}
-        for level in range(min_level, max_level + 1):
-            y = stages[level - MIN_LEVEL]
-            if output_norm:
-                y = LayerNorm(name=f"output_norms.{level}")(y)
-            endpoints[str(level)] = y
+        endpoints = _levels(trunk(x, cfg), range(min_level, max_level + 1), output_norm, new_layer)
         kwargs.setdefault("name", cfg.variant)
         super().__init__(inputs=inputs, outputs=endpoints, **kwargs)
         # Outputs are named by level ('2' .. '5'), in a SavedModel's signature too.
@@ -125,13 +119,10 @@ class ConvNeXtBackbone(tf_keras.Model):
             return super().call(inputs, training=training, mask=mask)
         # The same layers in the same order (trunk's), with each block's branch recomputed.
         x = inputs if self._images is None else self._front()(inputs, training=training)
-        stages = trunk(x, self.convnext_config, make=lambda cls, name, *a, **k: self.get_layer(name), recompute=True)
-        levels = range(self._config_dict["min_level"], self._config_dict["max_level"] + 1)
-        norm = self._config_dict["output_norm"]
-        return {
-            str(level): self.get_layer(f"output_norms.{level}")(stages[level - MIN_LEVEL]) if norm else stages[level - MIN_LEVEL]
-            for level in levels
-        }
+        make = lambda cls, name, *args, **kwargs: self.get_layer(name)  # noqa: E731 (the built layers)
+        stages = trunk(x, self.convnext_config, make=make, recompute=True)
+        config = self._config_dict
+        return _levels(stages, range(config["min_level"], config["max_level"] + 1), config["output_norm"], make)
 
     @property
     def output_specs(self) -> dict[str, tf.TensorShape]:
@@ -169,6 +160,16 @@ class ConvNeXtBackbone(tf_keras.Model):
             front = tf_keras.Model.from_config(input_layers, custom_objects=custom_objects)
             config["input_tensor"] = front.outputs[0]
         return cls(**config)
+
+
+def _levels(stages: list[tf.Tensor], levels: range, output_norm: bool, make) -> dict[str, tf.Tensor]:
+    """The outputs by level ('2' .. '5'), each through its `output_norms.{level}` LayerNorm if
+    `output_norm`; `make` gives the layers (new ones, or a built model's), as in `model.trunk`."""
+    return {
+        str(level): make(LayerNorm, f"output_norms.{level}")(stages[level - MIN_LEVEL]) if output_norm
+        else stages[level - MIN_LEVEL]
+        for level in levels
+    }
 
 
 def _stage_of(layer_name: str) -> int:

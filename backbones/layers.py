@@ -12,6 +12,8 @@ from typing import Iterator
 
 import tensorflow as tf
 import tf_keras
+from tensorflow.core.framework.attr_value_pb2 import AttrValue
+from tensorflow.python.framework import kernels
 
 from . import arguments
 from .config import MIN_INPUT_SIZE
@@ -69,13 +71,6 @@ def _normalize(x: tf.Tensor, epsilon: float) -> tuple[tf.Tensor, tf.Tensor]:
 
 
 @tf.function(jit_compile=True)
-def _compiled_layer_norm(x, gamma, beta, epsilon):
-    """LayerNorm as one XLA loop: float32 statistics, the output in x's dtype."""
-    xhat, _ = _normalize(tf.cast(x, tf.float32), epsilon)
-    return tf.cast(xhat * gamma + beta, x.dtype)
-
-
-@tf.function(jit_compile=True)
 def _layer_norm_forward(x, gamma, beta, epsilon):
     xhat, inv = _normalize(tf.cast(x, tf.float32), epsilon)
     return tf.cast(xhat * gamma + beta, x.dtype), xhat, inv
@@ -104,21 +99,53 @@ def layer_norm_for_training(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, eps
     return y, grad
 
 
-_COMPILED_NORMS = contextvars.ContextVar("compiled_norms", default=False)
+def _onednn_layer_norm_dtypes() -> frozenset:
+    """Dtypes of oneDNN's layer norm CPU kernel; empty where TensorFlow is built without it."""
+    try:
+        registered = kernels.get_registered_kernels_for_op("_MklLayerNorm").kernel
+    except (tf.errors.NotFoundError, RuntimeError):
+        return frozenset()
+    return frozenset(
+        tf.as_dtype(t) for k in registered if k.device_type == "CPU"
+        for c in k.constraint if c.name == "T" for t in c.allowed_values.list.type
+    )
+
+
+_ONEDNN_LAYER_NORM = _onednn_layer_norm_dtypes()
+_FUSED_NORMS = contextvars.ContextVar("fused_norms", default=False)
+
+
+def _fused_layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor | None:
+    """oneDNN's layer norm over the last axis as one op (float32 statistics, output in x's dtype),
+    or None where it cannot run: eager, a GPU present, or a dtype it lacks.
+
+    `_MklLayerNorm` is the op TensorFlow's own graph rewrite gives Keras' LayerNormalization.
+    No graph of ours matches that rewrite's patterns, so the op is created here; it takes a
+    matrix, hence the reshape to (pixels, channels).
+    """
+    if tf.executing_eagerly() or x.dtype not in _ONEDNN_LAYER_NORM or tf.config.list_logical_devices("GPU"):
+        return None
+    flat = tf.reshape(x, [-1, x.shape[-1]])
+    op = tf.compat.v1.get_default_graph()._create_op_internal(
+        "_MklLayerNorm", [flat, tf.cast(gamma, x.dtype), tf.cast(beta, x.dtype)], dtypes=[x.dtype],
+        name="fused_layer_norm",
+        attrs={"T": AttrValue(type=x.dtype.as_datatype_enum), "epsilon": AttrValue(f=epsilon)},
+    )
+    return tf.reshape(op.outputs[0], tf.shape(x))
 
 
 @contextlib.contextmanager
-def compiled_norms() -> Iterator[None]:
-    """Inside: LayerNorms under a mixed policy run at inference as one XLA loop each, which
-    reads bfloat16 / float16 and writes it with float32 statistics in between (about a quarter of
-    ConvNeXt-T's batch-1 bfloat16 time otherwise goes to their separate casts and elementwise
-    ops). XLA compiles once per input shape, so `inference_function` uses it; saved and exported
-    models do not."""
-    token = _COMPILED_NORMS.set(True)
+def fused_norms() -> Iterator[None]:
+    """Inside: LayerNorms at inference run as oneDNN's layer norm, one op each, which reads the
+    activations in their own dtype (bfloat16, float16, float32) and keeps float32 statistics in
+    between. Otherwise they are casts and separate mean, variance and scale ops: about a tenth of
+    ConvNeXt-T's batch-1 time in float32, more in bfloat16. `inference_function` traces inside
+    it; saved and exported models do not (the op is TensorFlow's private, CPU only)."""
+    token = _FUSED_NORMS.set(True)
     try:
         yield
     finally:
-        _COMPILED_NORMS.reset(token)
+        _FUSED_NORMS.reset(token)
 
 
 @serializable
@@ -191,11 +218,12 @@ class LayerNorm(tf_keras.layers.Layer):
 
     def call(self, inputs: tf.Tensor, training=None) -> tf.Tensor:
         gamma, beta = tf.convert_to_tensor(self.gamma), tf.convert_to_tensor(self.beta)
+        y = None
         if training:  # the same values, a cheaper backward pass
             y = layer_norm_for_training(inputs, gamma, beta, self.epsilon)
-        elif _COMPILED_NORMS.get() and self.compute_dtype != "float32":
-            y = _compiled_layer_norm(inputs, gamma, beta, self.epsilon)
-        else:
+        elif _FUSED_NORMS.get():
+            y = _fused_layer_norm(inputs, gamma, beta, self.epsilon)
+        if y is None:
             y = _normalize(tf.cast(inputs, tf.float32), self.epsilon)[0] * gamma + beta
         return tf.cast(y, self.compute_dtype)
 
@@ -256,6 +284,8 @@ class LayerScale(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        if self.gamma is None:  # folded into the layer before it (`inference.constant_weights`)
+            return inputs
         return inputs * self.gamma
 
     def get_config(self) -> dict:

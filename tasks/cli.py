@@ -19,8 +19,7 @@ import sys
 import numpy as np
 
 from convnext_tf.backbones import (
-    ConvNeXtBackbone, ConvNeXtConfig, build_convnext, catalogue, create_model, export_state_dict, load_state_dict,
-    read_checkpoint, save_weights,
+    ConvNeXtBackbone, ConvNeXtConfig, catalogue, create_model, export_state_dict, read_checkpoint, save_weights,
 )
 from convnext_tf.backbones.model import preprocess_input, resolve_weights
 from convnext_tf.backbones.weights import head_classes
@@ -94,9 +93,8 @@ def convert(args) -> None:
         state_dict = read_checkpoint(args.src)
         what = args.src
         out = out or os.path.splitext(os.path.basename(args.src))[0] + ".weights.h5"
+    model, result = predict.classifier_model(args.model, state_dict)
     classes = head_classes(state_dict)
-    model = build_convnext(args.model, input_shape=(None, None, 3), include_top=classes > 0, classes=max(classes, 1))
-    result = load_state_dict(model, state_dict)
     save_weights(model, out)
     print(f"converted {what}\n  model {args.model}, {len(result.loaded)} arrays, "
           f"{'head of ' + str(classes) + ' classes' if classes else 'no head'}"

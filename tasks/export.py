@@ -24,11 +24,10 @@ import tensorflow as tf
 import tf_keras
 from ai_edge_litert.interpreter import Interpreter
 
-from convnext_tf.backbones import ConvNeXtBackbone, ConvNeXtConfig, arguments, build_convnext, load_weights, read_checkpoint
+from convnext_tf.backbones import CheckpointError, ConvNeXtBackbone, ConvNeXtConfig, arguments, read_checkpoint
 from convnext_tf.backbones.config import MIN_INPUT_SIZE
 from convnext_tf.backbones.files import atomic_folder, atomic_path
 from convnext_tf.backbones.model import preprocess_input, resolve_weights
-from convnext_tf.backbones.weights import head_classes
 from convnext_tf.necks import NECKS
 
 from . import predict, shapes
@@ -159,10 +158,10 @@ def load_model(src: str, name: str | None = None, backbone: bool = False, resolu
     if backbone:
         return ConvNeXtBackbone(name, weights=resolve_weights(src, name, resolution))
     path = resolve_weights(src, name, resolution)
-    classes = head_classes(read_checkpoint(path))
-    model = build_convnext(name, input_shape=(None, None, 3), include_top=classes > 0, classes=max(classes, 1))
-    load_weights(model, path)
-    return model
+    try:
+        return predict.classifier_model(name, read_checkpoint(path))[0]
+    except CheckpointError as e:
+        raise type(e)(f"{path}: {e}") from e
 
 
 def serving_function(model: tf_keras.Model, config: ExportConfig) -> tf.types.experimental.GenericFunction:

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import tf_keras
 
-from convnext_tf.backbones import ConvNeXtConfig, catalogue, read_checkpoint
+from convnext_tf.backbones import ConvNeXtConfig, build_convnext, catalogue, load_state_dict, read_checkpoint
 from convnext_tf.backbones.config import MIN_INPUT_SIZE
 from convnext_tf.backbones.model import preprocess_input
-from convnext_tf.backbones.weights import head_classes
+from convnext_tf.backbones.weights import LoadResult, head_classes
 from convnext_tf.necks import NECKS
 
 from . import imagenet
@@ -29,6 +29,14 @@ def check_image(image: np.ndarray, what: str) -> np.ndarray:
 def is_keras_file(weights: str | None) -> bool:
     """True for a saved Keras model: a .keras/.h5 file that is a whole model, or a SavedModel folder."""
     return bool(weights) and (weights.endswith(".keras") or os.path.isfile(os.path.join(weights, "saved_model.pb")))
+
+
+def classifier_model(variant: str, state_dict: dict) -> tuple[tf_keras.Model, LoadResult]:
+    """`variant`'s classifier with the checkpoint's head (none for a headless checkpoint), any
+    input size, loaded from `state_dict` (as `read_checkpoint` gives it)."""
+    classes = head_classes(state_dict)
+    model = build_convnext(variant, input_shape=(None, None, 3), include_top=classes > 0, classes=max(classes, 1))
+    return model, load_state_dict(model, state_dict)
 
 
 def segmentation_model(model: str | None, weights: str) -> tf_keras.Model:
