@@ -8,7 +8,8 @@ generic GEMM instead of AMX, and float32 3x3 convolutions with plain-layout weig
 half speed (UperNet's 2048 -> 512 bottleneck). `inference_function` traces the model with its
 variables replaced by constants in the dtype each layer reads, so the cast happens once and
 oneDNN packs each kernel once and keeps it. Layer scales are folded into the matmuls before them,
-and LayerNorms run as oneDNN's fused layer norm, one op each (`layers.fused_norms`).
+LayerNorms run as oneDNN's fused layer norm, one op each (`layers.fused_norms`), and float32 3x3
+convolutions (the necks') run as Winograd F(2x2, 3x3) with their kernels transformed once (`winograd`).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any, Callable, Iterator
 import tensorflow as tf
 import tf_keras
 
+from . import winograd
 from .layers import LayerScale, PointwiseDense, fused_norms
 
 
@@ -42,49 +44,64 @@ def _layer_scale_folds(model: tf_keras.layers.Layer) -> dict[PointwiseDense, Lay
     layer_scale), with that LayerScale."""
     folds = {}
     for scale in model.submodules:
-        if not isinstance(scale, LayerScale) or len(scale._inbound_nodes) != 1:
+        if not isinstance(scale, LayerScale) or len(scale.inbound_nodes) != 1:
             continue
-        dense = scale._inbound_nodes[0].inbound_layers
+        dense = scale.inbound_nodes[0].inbound_layers
         if (isinstance(dense, PointwiseDense) and not dense.use_gelu
                 and dense.activation is tf_keras.activations.linear
-                and [node.outbound_layer for node in dense._outbound_nodes] == [scale]):
+                and [node.outbound_layer for node in dense.outbound_nodes] == [scale]):
             folds[dense] = scale
     return folds
+
+
+def _winograd_convs(model: tf_keras.layers.Layer) -> list[tf_keras.layers.Conv2D]:
+    """The convolutions of `model` that Winograd computes (`winograd.applies`)."""
+    return [
+        layer for layer in model.submodules
+        if type(layer) is tf_keras.layers.Conv2D and layer.built and winograd.applies(layer)
+    ]
 
 
 @contextlib.contextmanager
 def constant_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
     """While tracing inside: the layers' variables are constants, in the dtype their call reads,
-    and each layer scale is folded into the matmul before it (`gamma * (x W + b)` is
+    each layer scale is folded into the matmul before it (`gamma * (x W + b)` is
     `x (W gamma) + b gamma`: one elementwise pass less per V1 block, and one rounding less in
-    bfloat16).
+    bfloat16), and float32 3x3 convolutions hold Winograd kernels and compute with `winograd.conv3x3`.
 
     The values are read when the context is entered; attributes are swapped without Keras'
     attribute tracking, so the model's weights, saving and checkpoints are untouched.
     """
     swapped = layer_weights(model)
     folds = _layer_scale_folds(model)
+    convs = _winograd_convs(model)
     with tf.init_scope():  # read the values eagerly, even while a function is traced
         values = {(layer, attribute): variable.value() for layer, attribute, variable in swapped}
         for dense, scale in folds.items():
+            gamma = values.pop((scale, "gamma"))
             for attribute in ("kernel", "bias") if dense.use_bias else ("kernel",):
-                values[dense, attribute] = values[dense, attribute] * values[scale, "gamma"]
+                values[dense, attribute] = values[dense, attribute] * gamma
+        for conv in convs:
+            values[conv, "kernel"] = winograd.transform_kernel(values[conv, "kernel"])
         arrays = {(layer, attribute): tf.cast(values[layer, attribute], _read_as(layer, variable)).numpy()
-                  for layer, attribute, variable in swapped}
-    constants = {key: tf.constant(array) for key, array in arrays.items()}  # in the traced graph
-    constants.update({(scale, "gamma"): None for scale in folds.values()})
+                  for layer, attribute, variable in swapped if (layer, attribute) in values}
+    replacements = {key: tf.constant(array) for key, array in arrays.items()}  # in the traced graph
+    replacements.update({(scale, "gamma"): None for scale in folds.values()})
+    replacements.update({(conv, "convolution_op"): winograd.conv3x3 for conv in convs})
     try:
-        for (layer, attribute), value in constants.items():
+        for (layer, attribute), value in replacements.items():
             object.__setattr__(layer, attribute, value)
         yield
     finally:
         for layer, attribute, variable in swapped:
             object.__setattr__(layer, attribute, variable)
+        for conv in convs:
+            vars(conv).pop("convolution_op", None)  # the class's method again
 
 
 def inference_function(model: tf_keras.Model) -> Callable[[Any], Any]:
     """`model(x, training=False)` as a `tf.function` with the weights as constants, layer scales
-    folded and fused LayerNorms (see the module).
+    folded, fused LayerNorms and Winograd 3x3 convolutions in float32 (see the module).
 
     The weights are read when a new input signature is traced: build the function after the
     weights are final (loaded or trained), and build a new one after changing them. The model

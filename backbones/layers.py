@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from typing import Iterator
 
@@ -49,6 +50,7 @@ _jit_gelu = tf.function(gelu, jit_compile=True)
 
 @tf.function(jit_compile=True)
 def _gelu_grad(x: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+    # Phi(x) as in `gelu`, not shared: `gelu` keeps exactly the op pattern grappler fuses into MatMul
     cdf = 0.5 * (1.0 + tf.math.erf(x * tf.cast(_SQRT_HALF, x.dtype)))
     return dy * (cdf + x * tf.exp(-0.5 * tf.square(x)) * tf.cast(_INV_SQRT_2PI, x.dtype))
 
@@ -111,6 +113,12 @@ def _onednn_layer_norm_dtypes() -> frozenset:
     )
 
 
+@functools.cache
+def _gpu_present() -> bool:
+    """Read once, at the first trace (not at import: that would fix the devices before users configure them)."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
 _ONEDNN_LAYER_NORM = _onednn_layer_norm_dtypes()
 _FUSED_NORMS = contextvars.ContextVar("fused_norms", default=False)
 
@@ -123,7 +131,7 @@ def _fused_layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: 
     No graph of ours matches that rewrite's patterns, so the op is created here; it takes a
     matrix, hence the reshape to (pixels, channels).
     """
-    if tf.executing_eagerly() or x.dtype not in _ONEDNN_LAYER_NORM or tf.config.list_logical_devices("GPU"):
+    if tf.executing_eagerly() or x.dtype not in _ONEDNN_LAYER_NORM or _gpu_present():
         return None
     flat = tf.reshape(x, [-1, x.shape[-1]])
     op = tf.compat.v1.get_default_graph()._create_op_internal(

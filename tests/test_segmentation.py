@@ -7,7 +7,7 @@ import torch
 from reference import TINY_DEPTHS, TINY_DIMS, hf_config, randomize, to_nhwc
 from transformers import UperNetConfig, UperNetForSemanticSegmentation
 
-from convnext_tf.backbones import ConvNeXtBackbone, load_state_dict
+from convnext_tf.backbones import ConvNeXtBackbone, inference_function, load_state_dict, winograd
 from convnext_tf.necks import FPN, AdaptiveAvgPool, UperNet
 from convnext_tf.tasks import LayerDecayAdamW, MeanIoU, PixelAccuracy
 from convnext_tf.tasks.segmentation import build_segmentation_model, predict_sliding, segmentation_loss
@@ -29,6 +29,7 @@ def test_upernet_parity_with_hugging_face(name):
     result = load_state_dict(model, ref.state_dict())
     assert not result.missing and not result.unexpected and not result.skipped
     rng = np.random.default_rng(0)
+    run = inference_function(model)  # the neck's 3x3 convolutions as Winograd F(2x2, 3x3)
     for h, w in ((512, 512), (375, 500)):
         x = rng.standard_normal((1, 3, h, w)).astype(np.float32)
         with torch.no_grad():
@@ -39,8 +40,35 @@ def test_upernet_parity_with_hugging_face(name):
         got = model(x.transpose(0, 2, 3, 1)).numpy()
         assert got.shape == expected.shape == (1, h, w, 5)
         assert np.max(np.abs(got - expected)) <= 1e-4 * np.max(np.abs(expected)), f"{h}x{w}"
+        fast = run(x.transpose(0, 2, 3, 1)).numpy()
+        assert np.max(np.abs(fast - expected)) <= 1e-4 * np.max(np.abs(expected)), f"inference_function {h}x{w}"
         ours_aux = model.aux_head(model.backbone(x.transpose(0, 2, 3, 1))["4"]).numpy()
         assert np.max(np.abs(ours_aux - to_nhwc(aux))) <= 1e-4 * np.max(np.abs(to_nhwc(aux)))
+
+
+def test_inference_function_runs_the_necks_3x3_convolutions_as_winograd_in_float32_only():
+    model = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
+    graph = inference_function(model).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
+    kernels = [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
+    assert kernels and (3, 3) not in kernels  # 1x1 convolutions stay direct
+    # UperNet's 3x3 conv modules: bottleneck, three fpn_convs, fpn_bottleneck; one batched matmul each
+    assert sum(op.type == "BatchMatMulV2" for op in graph.get_operations()) == 5
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")  # oneDNN's direct (AMX) convolution is faster
+    mixed = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
+    graph = inference_function(mixed).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
+    assert (3, 3) in [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
+
+
+@pytest.mark.parametrize("n,h,w", [(1, 1, 1), (2, 5, 8), (1, 16, 16), (1, 31, 20)])
+def test_winograd_convolution_equals_the_direct_one(n, h, w):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, h, w, 6)).astype(np.float32)
+    kernel = rng.standard_normal((3, 3, 6, 4)).astype(np.float32)
+    want = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
+    got = winograd.conv3x3(tf.constant(x), winograd.transform_kernel(kernel)).numpy()
+    assert got.shape == want.shape and np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    with pytest.raises(ValueError, match=r"\(3, 3, C, K\) kernel; got shape \(5, 5, 6, 4\)"):
+        winograd.transform_kernel(np.zeros((5, 5, 6, 4), np.float32))
 
 
 @pytest.mark.parametrize("h,w,bins", [(7, 7, 6), (23, 31, 6), (12, 5, 3), (1, 1, 2), (15, 11, 1)])

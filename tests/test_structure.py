@@ -24,7 +24,7 @@ from convnext_tf.tasks.segmentation import build_segmentation_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # backbones/ from the bottom up: each module may import only those before it
-LAYERS = ["arguments", "files", "config", "layers", "inference", "torch_files", "weights", "catalogue", "download", "model",
+LAYERS = ["arguments", "files", "config", "layers", "winograd", "inference", "torch_files", "weights", "catalogue", "download", "model",
           "convnext_v1", "convnext_v2", "backbone", "model_garden"]
 OPTIONAL = {"torch", "transformers", "tf2onnx", "onnxruntime"}  # imported inside functions only where a feature needs them (extras)
 
