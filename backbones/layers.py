@@ -114,7 +114,7 @@ def _onednn_layer_norm_dtypes() -> frozenset:
 
 
 @functools.cache
-def _gpu_present() -> bool:
+def gpu_present() -> bool:
     """Read once, at the first trace (not at import: that would fix the devices before users configure them)."""
     return bool(tf.config.list_logical_devices("GPU"))
 
@@ -123,23 +123,41 @@ _ONEDNN_LAYER_NORM = _onednn_layer_norm_dtypes()
 _FUSED_NORMS = contextvars.ContextVar("fused_norms", default=False)
 
 
+def _mkl_layer_norm(flat: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor:
+    graph = tf.compat.v1.get_default_graph()
+    return graph._create_op_internal(
+        "_MklLayerNorm", [flat, tf.cast(gamma, flat.dtype), tf.cast(beta, flat.dtype)], dtypes=[flat.dtype],
+        name="fused_layer_norm",
+        attrs={"T": AttrValue(type=flat.dtype.as_datatype_enum), "epsilon": AttrValue(f=epsilon)},
+    ).outputs[0]
+
+
+@functools.cache
+def _fused_runs(dtype: tf.DType) -> bool:
+    """Whether oneDNN's layer norm runs in `dtype` on this CPU: a registered kernel is not enough
+    (float16 needs AVX512-FP16), so it is tried once, eagerly, on a tiny input."""
+    if dtype not in _ONEDNN_LAYER_NORM:
+        return False
+    probe = tf.function(lambda x: _mkl_layer_norm(x, tf.ones([8]), tf.zeros([8]), 1e-6))
+    with tf.init_scope():
+        try:
+            probe(tf.zeros([1, 8], dtype)).numpy()
+        except tf.errors.OpError:
+            return False
+    return True
+
+
 def _fused_layer_norm(x: tf.Tensor, gamma: tf.Tensor, beta: tf.Tensor, epsilon: float) -> tf.Tensor | None:
     """oneDNN's layer norm over the last axis as one op (float32 statistics, output in x's dtype),
-    or None where it cannot run: eager, a GPU present, or a dtype it lacks.
+    or None where it cannot run: eager, a GPU present, or a dtype this CPU or build lacks.
 
     `_MklLayerNorm` is the op TensorFlow's own graph rewrite gives Keras' LayerNormalization.
     No graph of ours matches that rewrite's patterns, so the op is created here; it takes a
     matrix, hence the reshape to (pixels, channels).
     """
-    if tf.executing_eagerly() or x.dtype not in _ONEDNN_LAYER_NORM or _gpu_present():
+    if tf.executing_eagerly() or gpu_present() or not _fused_runs(x.dtype):
         return None
-    flat = tf.reshape(x, [-1, x.shape[-1]])
-    op = tf.compat.v1.get_default_graph()._create_op_internal(
-        "_MklLayerNorm", [flat, tf.cast(gamma, x.dtype), tf.cast(beta, x.dtype)], dtypes=[x.dtype],
-        name="fused_layer_norm",
-        attrs={"T": AttrValue(type=x.dtype.as_datatype_enum), "epsilon": AttrValue(f=epsilon)},
-    )
-    return tf.reshape(op.outputs[0], tf.shape(x))
+    return tf.reshape(_mkl_layer_norm(tf.reshape(x, [-1, x.shape[-1]]), gamma, beta, epsilon), tf.shape(x))
 
 
 @contextlib.contextmanager

@@ -313,6 +313,9 @@ def _peaks(conn) -> None:
     conn.send({d: matmul_peak(d) for d in ("float32", "bfloat16")})
 
 
+DIED = "the worker process died (out of memory?)"
+
+
 def run_scenario(ctx, name: str, rounds: int, seconds: float) -> dict:
     """Fresh workers for one scenario; returns {contestant: {'ips': [...], 'rss': MiB, 'flops', 'error'}}."""
     contestants = GROUPS[SCENARIOS[name].group]
@@ -321,25 +324,42 @@ def run_scenario(ctx, name: str, rounds: int, seconds: float) -> dict:
     for c in contestants:  # built one after the other, so that builds do not compete for the cores
         parent, child = ctx.Pipe()
         ctx.Process(target=worker, args=(c, name, child), daemon=True).start()
-        status, value = parent.recv()
-        out[c] = {"ips": [], "flops": None, "error": value if status == "error" else None}
+        child.close()  # the worker's end: only the worker holds it, so its death reads as EOF here
+        try:
+            status, value = parent.recv()
+        except EOFError:
+            status, value = "died", DIED
+        out[c] = {"ips": [], "flops": None, "error": None if status == "built" else value}
         if status == "built":
             pipes[c] = parent
         else:
             print(f"{name:<34} {c:<26} {value}", flush=True)
             out[c]["rss"] = None
-            parent.send(("stop",))
+            if status == "error":
+                parent.send(("stop",))
+
+    def ask(c, *message):
+        """A worker's answer; None once it has died (killed for memory, say): reported, not fatal."""
+        try:
+            pipes[c].send(message)
+            return pipes[c].recv()
+        except (EOFError, OSError):
+            del pipes[c]
+            out[c].update(ips=[], rss=None, error=DIED)
+            print(f"{name:<34} {c:<26} {out[c]['error']}", flush=True)
+            return None
+
     for r in range(SCENARIOS[name].rounds or rounds):
-        for c, pipe in pipes.items():
-            pipe.send(("run", seconds))
-            out[c]["ips"].append(pipe.recv())
-            print(f"round {r + 1}  {name:<34} {c:<26} {out[c]['ips'][-1]:.3f} img/s", flush=True)
-    for c, pipe in pipes.items():
-        pipe.send(("rss",))
-        out[c]["rss"] = pipe.recv()
-        pipe.send(("flops",))
-        out[c]["flops"] = pipe.recv()
-        pipe.send(("stop",))
+        for c in list(pipes):
+            ips = ask(c, "run", seconds)
+            if ips is not None:
+                out[c]["ips"].append(ips)
+                print(f"round {r + 1}  {name:<34} {c:<26} {ips:.3f} img/s", flush=True)
+    for c in list(pipes):
+        out[c]["rss"] = ask(c, "rss")
+        if c in pipes:
+            out[c]["flops"] = ask(c, "flops")
+            pipes[c].send(("stop",))
     return out
 
 

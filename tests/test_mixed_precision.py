@@ -11,6 +11,7 @@ from convnext_tf.backbones import (
     ConvNeXtConfig,
     create_model,
     inference_function,
+    layers,
     load_state_dict,
     stage_output_names,
 )
@@ -86,7 +87,10 @@ def test_inference_function_casts_once_and_keeps_the_bounds(name, policy):
     run = inference_function(model)
     assert variable_casts(run, x) == []
     norms = [layer for layer in model.layers if type(layer).__name__ == "LayerNorm"]
-    assert len(fused_norms(run, x)) == len(norms)
+    # oneDNN's float16 layer norm needs AVX512-FP16: elsewhere the float16 LayerNorms stay as they are
+    runs = [layers._fused_runs(tf.as_dtype(norm.compute_dtype)) for norm in norms]
+    assert len(fused_norms(run, x)) == sum(runs)
+    assert all(runs) or policy == "mixed_float16"
     got = run(x).numpy()
     err = np.max(np.abs(got - expected[-1])) / np.max(np.abs(expected[-1]))
     assert err <= TOLERANCE[policy], f"{name} {policy}: relative error {err:.3g}"

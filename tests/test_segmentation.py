@@ -49,26 +49,59 @@ def test_upernet_parity_with_hugging_face(name):
 def test_inference_function_runs_the_necks_3x3_convolutions_as_winograd_in_float32_only():
     model = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
     graph = inference_function(model).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
+    ops = [op.type for op in graph.get_operations()]
     kernels = [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
     assert kernels and (3, 3) not in kernels  # 1x1 convolutions stay direct
-    # UperNet's 3x3 conv modules: bottleneck, three fpn_convs, fpn_bottleneck; one batched matmul each
-    assert sum(op.type == "BatchMatMulV2" for op in graph.get_operations()) == 5
+    # UperNet's 3x3 conv modules: bottleneck, three fpn_convs, fpn_bottleneck; a loop over bands each
+    assert ops.count("StatelessWhile") + ops.count("While") == 5
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")  # oneDNN's direct (AMX) convolution is faster
     mixed = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
     graph = inference_function(mixed).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
     assert (3, 3) in [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
 
 
+@pytest.mark.parametrize("band", ["default", "one tile row"])
 @pytest.mark.parametrize("n,h,w", [(1, 1, 1), (2, 5, 8), (1, 16, 16), (1, 31, 20)])
-def test_winograd_convolution_equals_the_direct_one(n, h, w):
+def test_winograd_convolution_equals_the_direct_one(n, h, w, band, monkeypatch):
+    if band == "one tile row":
+        monkeypatch.setattr(winograd, "BAND_FLOATS", 1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, h, w, 6)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 6, 4)).astype(np.float32)
     want = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
-    got = winograd.conv3x3(tf.constant(x), winograd.transform_kernel(kernel)).numpy()
-    assert got.shape == want.shape and np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
+    for conv in (winograd.conv3x3, tf.function(winograd.conv3x3, reduce_retracing=True)):
+        got = conv(tf.constant(x), winograd.transform_kernel(kernel)).numpy()
+        assert got.shape == want.shape and np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
     with pytest.raises(ValueError, match=r"\(3, 3, C, K\) kernel; got shape \(5, 5, 6, 4\)"):
         winograd.transform_kernel(np.zeros((5, 5, 6, 4), np.float32))
+
+
+def test_upernet_training_gradients_equal_pytorch_autograd():
+    """A training step of UperNet with its auxiliary head (batch statistics in BatchNorm) has
+    PyTorch autograd's gradients."""
+    ref = hf_upernet("convnextv2_atto").train()
+    model = build_segmentation_model(ConvNeXtBackbone("atto", "v2"), 5, channels=64, aux_channels=32,
+                                     dropout_rate=0.0)  # HF's heads have no dropout
+    load_state_dict(model, ref.state_dict())
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 3, 96, 64)).astype(np.float32)
+    p, q = rng.standard_normal((2, 2, 5, 96, 64)).astype(np.float32)  # the loss: random projections
+    logits = ref(torch.from_numpy(x)).logits
+    aux = ref.auxiliary_head(ref.backbone(torch.from_numpy(x)).feature_maps)  # as HF's loss: resized bilinearly
+    aux = torch.nn.functional.interpolate(aux, size=(96, 64), mode="bilinear", align_corners=False)
+    (logits.mul(torch.from_numpy(p)).sum() + aux.mul(torch.from_numpy(q)).sum()).backward()
+    with tf.GradientTape() as tape:
+        ours = model(x.transpose(0, 2, 3, 1), training=True)
+        loss = tf.reduce_sum(ours["logits"] * p.transpose(0, 2, 3, 1)) + tf.reduce_sum(
+            ours["aux_logits"] * q.transpose(0, 2, 3, 1))
+    grads = tape.gradient(loss, model.trainable_variables)
+    state = {**ref.state_dict(), **{key: param.grad for key, param in ref.named_parameters()}}
+    load_state_dict(model, state)  # PyTorch's gradients into our variables, through the converter's mapping
+    # BatchNorm over two 1x1 maps (the pooling module's first scale) leaves some gradients at the
+    # level of rounding in both frameworks: the bound is relative to the largest gradient
+    largest = max(np.max(np.abs(variable.numpy())) for variable in model.trainable_variables)
+    for variable, grad in zip(model.trainable_variables, grads):
+        assert np.max(np.abs(grad.numpy() - variable.numpy())) <= 1e-3 * largest, variable.name
 
 
 @pytest.mark.parametrize("h,w,bins", [(7, 7, 6), (23, 31, 6), (12, 5, 3), (1, 1, 2), (15, 11, 1)])
