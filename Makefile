@@ -20,8 +20,9 @@ $(STAMP): $(DEMO_STAMP)
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
-# two test processes (one file each at a time: a file's module fixtures and order stay together)
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+# two test processes (one file each at a time: a file's module fixtures and order stay together),
+# the longest files first (tests/conftest.py orders them)
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 test: $(STAMP)
 	$(PYTEST)

@@ -39,55 +39,39 @@ def transform_kernel(kernel: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.einsum("ia,abck,jb->ijck", g, kernel, g), [16, kernel.shape[2], kernel.shape[3]])
 
 
-class _Tiles:
-    """The 4x4 input tiles of a 'same' 3x3 convolution of NHWC `inputs`, by bands of tile rows of
-    one image each (the zero padding is added to each band, not to the whole input)."""
-
-    def __init__(self, inputs: tf.Tensor):
-        self.inputs, self.channels = inputs, inputs.shape[-1]
-        shape = tf.shape(inputs)
-        self.n, self.h, self.w = shape[0], shape[1], shape[2]
-        self.th, self.tw = (self.h + 1) // 2, (self.w + 1) // 2  # odd sizes get one padded row / column
-        self.filters = tf.constant(np.tile(_INPUT_FILTERS, (1, 1, self.channels, 1)), inputs.dtype)
-        self.rows = tf.maximum(1, BAND_FLOATS // (self.tw * 16 * self.channels))  # tile rows per band
-        self.bands = (self.th + self.rows - 1) // self.rows  # per image
-        self.count = self.n * self.bands
-
-    def band(self, i: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Image, first tile row and (16, tiles, C) transformed tiles `B^T d B` of band i, in
-        image-major order."""
-        image, r0 = i // self.bands, (i % self.bands) * self.rows
-        r1 = tf.minimum(self.th, r0 + self.rows)
-        start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(self.h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
-        top = start - (2 * r0 - 1)
-        d = tf.pad(self.inputs[image:image + 1, start:end],
-                   [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * self.tw - self.w + 1], [0, 0]])
-        v = tf.nn.depthwise_conv2d(d, self.filters, [1, 2, 2, 1], "VALID")  # (1, rows, tw, C * 16)
-        return image, r0, tf.transpose(tf.reshape(v, [-1, self.channels, 16]), [2, 0, 1])
-
-    def loop(self, body, state):
-        """`state = body(i, state)` for each band of each image, one at a time (bounded memory)."""
-        return tf.while_loop(lambda i, _: i < self.count, lambda i, s: (i + 1, body(i, s)), (0, state),
-                             parallel_iterations=1)[1]
-
-
 def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     """`tf.nn.conv2d(inputs, kernel, 1, 'SAME')` for NHWC `inputs` of any size, with
     `transformed = transform_kernel(kernel)`."""
-    filters = transformed.shape[2]
-    tiles = _Tiles(inputs)
+    channels, filters = inputs.shape[-1], transformed.shape[2]
+    shape = tf.shape(inputs)
+    n, h, w = shape[0], shape[1], shape[2]
+    th, tw = (h + 1) // 2, (w + 1) // 2  # output tiles; odd sizes get one padded row / column
+    input_filters = tf.constant(np.tile(_INPUT_FILTERS, (1, 1, channels, 1)), inputs.dtype)
+    per_band = tf.maximum(1, BAND_FLOATS // (tw * 16 * channels))  # tile rows per band
+    bands = (th + per_band - 1) // per_band  # per image
 
     def band(i, y):
-        image, r0, v = tiles.band(i)
-        m = tf.reshape(tf.matmul(v, transformed), [4, 4, -1, tiles.tw, filters])
-        rows = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M, then (A^T M) A below
-        pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in rows], axis=1)
-        pixels = tf.reshape(pixels, [-1, 2 * tiles.tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
-        first = image * 2 * tiles.th + 2 * r0
-        return tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)  # no copy
+        """Band i: its 4x4 input tiles d (zero-padded here), `B^T d B`, the channel sums, the
+        output transform, written into y in place."""
+        image, r0 = i // bands, (i % bands) * per_band
+        r1 = tf.minimum(th, r0 + per_band)
+        start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
+        top = start - (2 * r0 - 1)
+        d = tf.pad(inputs[image:image + 1, start:end],
+                   [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
+        v = tf.nn.depthwise_conv2d(d, input_filters, [1, 2, 2, 1], "VALID")  # (1, rows, tw, C * 16)
+        v = tf.transpose(tf.reshape(v, [-1, channels, 16]), [2, 0, 1])  # (16, tiles, C)
+        m = tf.reshape(tf.matmul(v, transformed), [4, 4, -1, tw, filters])
+        at_m = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M, then (A^T M) A below
+        pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in at_m], axis=1)
+        pixels = tf.reshape(pixels, [-1, 2 * tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
+        first = image * 2 * th + 2 * r0
+        return i + 1, tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)
 
-    y = tf.raw_ops.Empty(shape=tf.stack([tiles.n * 2 * tiles.th, 2 * tiles.tw, filters]), dtype=inputs.dtype)
-    y = tf.reshape(tiles.loop(band, y), [tiles.n, 2 * tiles.th, 2 * tiles.tw, filters])[:, :tiles.h, :tiles.w]
+    y = tf.raw_ops.Empty(shape=tf.stack([n * 2 * th, 2 * tw, filters]), dtype=inputs.dtype)
+    # one band at a time: the transformed tiles (four times their input) stay bounded
+    _, y = tf.while_loop(lambda i, _: i < n * bands, band, (0, y), parallel_iterations=1)
+    y = tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
     y.set_shape(inputs.shape[:-1].concatenate([filters]))
     return y
 

@@ -329,12 +329,11 @@ def run_scenario(ctx, name: str, rounds: int, seconds: float) -> dict:
             status, value = parent.recv()
         except EOFError:
             status, value = "died", DIED
-        out[c] = {"ips": [], "flops": None, "error": None if status == "built" else value}
+        out[c] = {"ips": [], "rss": None, "flops": None, "error": None if status == "built" else value}
         if status == "built":
             pipes[c] = parent
         else:
             print(f"{name:<34} {c:<26} {value}", flush=True)
-            out[c]["rss"] = None
             if status == "error":
                 parent.send(("stop",))
 
@@ -345,8 +344,8 @@ def run_scenario(ctx, name: str, rounds: int, seconds: float) -> dict:
             return pipes[c].recv()
         except (EOFError, OSError):
             del pipes[c]
-            out[c].update(ips=[], rss=None, error=DIED)
-            print(f"{name:<34} {c:<26} {out[c]['error']}", flush=True)
+            out[c].update(ips=[], error=DIED)
+            print(f"{name:<34} {c:<26} {DIED}", flush=True)
             return None
 
     for r in range(SCENARIOS[name].rounds or rounds):

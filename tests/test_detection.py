@@ -126,18 +126,25 @@ def test_batched_nms_keeps_model_gardens_v2_detections():
     stock.detection_generator.nms_version = "v2"  # Model Garden's default
     reference = detection.build_retinanet(stock)
     images = np.random.default_rng(0).uniform(-1, 1, (2, 256, 384, 3))
-    # scores with 10% of the boxes over the threshold, instead of all at the prior's 0.01
+    # scores spread widely (logits' deviation 2), 10% of the boxes over the threshold, instead of all
+    # at the prior's 0.01: near-equal scores would make the choice at the cut of 100 detections a tie
     kernel = next(v for v in ours.trainable_variables if v.name.startswith("retina_net_head/scores/kernel"))
-    kernel.assign(tf.random.normal(kernel.shape, stddev=0.1, seed=1))
-    raw = ours(tf.constant(images, tf.float32), image_shape=tf.constant([[256.0, 384.0]] * 2),
-               anchor_boxes=detection.anchor_boxes(config, 256, 384, 2), training=False)["cls_outputs"]
-    logits = np.concatenate([v.numpy().ravel() for v in raw.values()])
     bias = next(v for v in ours.trainable_variables if v.name.startswith("retina_net_head/scores/bias"))
-    bias.assign(bias + np.log(0.05 / 0.95) - np.quantile(logits, 0.9))
+    kernel.assign(tf.random.normal(kernel.shape, stddev=0.1, seed=1))
+    bias.assign(tf.zeros_like(bias))
+
+    def logits():
+        raw = ours(tf.constant(images, tf.float32), image_shape=tf.constant([[256.0, 384.0]] * 2),
+                   anchor_boxes=detection.anchor_boxes(config, 256, 384, 2), training=False)["cls_outputs"]
+        return np.concatenate([v.numpy().ravel() for v in raw.values()])
+
+    kernel.assign(kernel * 2 / np.std(logits()))
+    bias.assign(tf.fill(bias.shape, np.float32(np.log(0.05 / 0.95) - np.quantile(logits(), 0.9))))
     reference.set_weights(ours.get_weights())
     got, want = detection.detect(ours, config, images), detection.detect(reference, stock, images)
     n = want["num_detections"].numpy()
     assert n.min() > 20  # many detections, so the comparison means something
+    assert want["detection_scores"].numpy().max() > 0.5  # and spread scores
     np.testing.assert_array_equal(got["num_detections"].numpy(), n)
     for i in range(len(n)):  # the same detections, in any order: sorted by class, then box (pixels, to 0.1)
         rows = [np.column_stack([d["detection_scores"][i, : n[i]], d["detection_classes"][i, : n[i]],

@@ -107,6 +107,7 @@ def test_save_and_reload(name, fmt, tmp_path):
     model.save(path)
     tf_keras.backend.clear_session()
     again = tf_keras.models.load_model(path)
+    assert type(again) is type(model) and again.name == model.name
     x = np.random.default_rng(0).standard_normal((2, 64, 96, 3)).astype(np.float32)
     np.testing.assert_array_equal(again(x, training=False).numpy(), model(x, training=False).numpy())
     assert again.get_layer("stages.0.blocks.1").rate == model.get_layer("stages.0.blocks.1").rate

@@ -3,7 +3,7 @@
 In a temporary working directory, with local files standing in for the user's (a photo, checkpoint
 files, an ImageNet folder) and a server on 127.0.0.1 standing in for the download hosts. Not run
 here: `make test` and `make test-all` (they run this suite) and `make bench` and `make bench-export`
-(benchmarks of several minutes).
+(benchmarks of several minutes); `make demo` runs in test_demo.py, which checks what it learns.
 """
 import os
 import re
@@ -19,6 +19,7 @@ import torch
 from transformers import ConvNextV2ForImageClassification
 from reference import hf_classifier, hf_config, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
+from test_demo import make
 from test_download import Server, official, torch_bytes
 from test_imagenet import make_ilsvrc
 from test_no_torch import port_file
@@ -31,6 +32,7 @@ from convnext_tf.tasks.shapes import photo_path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = open(os.path.join(ROOT, "README.md")).read()
 NOT_RUN = ("make test", "make test-all", "make bench", "make bench-export")
+RUN_IN_TEST_DEMO = "make demo"
 
 
 def python_blocks() -> list[str]:
@@ -47,13 +49,18 @@ def commands() -> list[str]:
             if line.startswith(("make ", "convnext-tf ")):
                 found.append(line)
     found += re.findall(r"`((?:make|convnext-tf) [^`]+)`", README)
-    return [c for c in dict.fromkeys(found) if c not in NOT_RUN]
+    return list(dict.fromkeys(found))
+
+
+def run_here() -> list[str]:
+    return [c for c in commands() if c not in NOT_RUN and c != RUN_IN_TEST_DEMO]
 
 
 def test_the_readme_has_what_this_test_runs():
     assert len(python_blocks()) >= 9
-    assert {"make demo", "convnext-tf convert imagenet_1k --model convnext_tiny"} <= set(commands())
-    assert set(NOT_RUN) | {"make demo"} <= set(re.findall(r"^    (make [\w-]+)", README, re.M))
+    assert {RUN_IN_TEST_DEMO, "make demo WEIGHTS=imagenet_1k",
+            "convnext-tf convert imagenet_1k --model convnext_tiny"} <= set(commands())
+    assert set(NOT_RUN) | {RUN_IN_TEST_DEMO} <= set(re.findall(r"^    (make [\w-]+)", README, re.M))
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +116,11 @@ def test_python_block(index, in_workdir):
     exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
 
 
-@pytest.mark.parametrize("command", commands())
+@pytest.mark.parametrize("command", run_here())
 def test_command(command, in_workdir):
-    argv = shlex.split(command)
-    if argv[0] == "make":  # the Makefile's recipe, with this interpreter, writing into the work dir
-        argv = ["make", "-f", os.path.join(ROOT, "Makefile"), "-o", ".venv/.installed", "-o", ".venv/.installed-demo",
-                f"PY={sys.executable}", f"OUT={in_workdir / 'out'}", *argv[1:]]
-    # the demo in its small mode (test_demo checks what it learns; the full run is measured in the README)
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], CONVNEXT_TF_SMALL="1")
-    run = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
+    if command.startswith("make "):
+        make(command, in_workdir / "out", in_workdir)
+        return
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])  # our convnext-tf
+    run = subprocess.run(shlex.split(command), capture_output=True, text=True, env=env, timeout=900)
     assert run.returncode == 0, f"{command}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"

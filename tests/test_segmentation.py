@@ -223,7 +223,8 @@ def test_segmentation_under_mixed_precision(policy, eps):
 
 
 def test_a_compiled_model_reloads_compiled_with_its_optimizer_state(tmp_path, caplog):
-    model = build_segmentation_model("convnextv2_atto", 3, neck="fpn", channels=16, aux_head=False)
+    backbone = ConvNeXtBackbone(version="v2", depths=TINY_DEPTHS, dims=TINY_DIMS)
+    model = build_segmentation_model(backbone, 3, neck="fpn", channels=16, aux_head=False)
     model.compile(LayerDecayAdamW(1e-3), metrics=[MeanIoU(3), PixelAccuracy()])
     rng = np.random.default_rng(0)
     x, y = rng.random((2, 64, 64, 3)).astype("float32"), rng.integers(0, 3, (2, 64, 64))
