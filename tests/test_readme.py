@@ -4,6 +4,7 @@ In a temporary working directory, with local files standing in for the user's (a
 files, an ImageNet folder) and a server on 127.0.0.1 standing in for the download hosts. Not run
 here: `make test` and `make test-all` (they run this suite) and `make bench` and `make bench-export`
 (benchmarks of several minutes); `make demo` runs in test_demo.py, which checks what it learns.
+`convnext-tf` commands call the console script's function, `cli.main`, in this process.
 """
 import os
 import re
@@ -26,7 +27,7 @@ from test_no_torch import port_file
 from test_segmentation import hf_upernet
 
 from convnext_tf.backbones import catalogue, download
-from convnext_tf.tasks import shapes
+from convnext_tf.tasks import cli, shapes
 from convnext_tf.tasks.shapes import photo_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,11 +117,20 @@ def test_python_block(index, in_workdir):
     exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "__readme__"})
 
 
+def test_convnext_tf_is_the_installed_command():
+    """`convnext-tf` on PATH is `cli.main` (the commands below call it in this process)."""
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    run = subprocess.run(["convnext-tf", "--help"], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("usage: convnext-tf "), run.stdout + run.stderr
+
+
 @pytest.mark.parametrize("command", run_here())
 def test_command(command, in_workdir):
-    if command.startswith("make "):
+    argv = shlex.split(command)
+    if argv[0] == "make":
         make(command, in_workdir / "out", in_workdir)
         return
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])  # our convnext-tf
-    run = subprocess.run(shlex.split(command), capture_output=True, text=True, env=env, timeout=900)
-    assert run.returncode == 0, f"{command}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
+    try:  # in this process: a TensorFlow start-up less per command
+        cli.main(argv[1:])
+    except SystemExit as exit_info:
+        assert exit_info.code in (0, None), f"{command} exited with {exit_info.code}"
