@@ -96,6 +96,9 @@ def run(params: cfg.ExperimentConfig, model_dir: str, mode: str = "train_and_eva
     )
     with strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=model_dir)
+    # the eval summary manager takes tf.summary's default step when built: after an earlier run in this
+    # process that is the earlier run's step variable, so its evaluations were logged at that step
+    tf.summary.experimental.set_step(None)
     return train_lib.run_experiment(
         distribution_strategy=strategy, task=task, mode=mode, params=params, model_dir=model_dir,
         eval_summary_manager=summary_manager.maybe_build_eval_summary_manager(params=params, model_dir=model_dir),
