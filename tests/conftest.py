@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import tf_keras  # noqa: E402
 
 try:
@@ -51,12 +52,17 @@ def pytest_runtest_teardown(item, nextitem):
         _malloc_trim(0)
 
 
+def _fresh_state() -> None:
+    tf_keras.mixed_precision.set_global_policy("float32")
+    tf_keras.backend.clear_session()
+    tf.summary.experimental.set_step(None)
+
+
 @pytest.fixture(autouse=True)
 def _float32_policy():
     """Every test starts and ends under the float32 policy with a fresh Keras session (cleared at
-    the end too, so that Keras no longer holds the test's models when they are collected)."""
-    tf_keras.mixed_precision.set_global_policy("float32")
-    tf_keras.backend.clear_session()
+    the end too, so that Keras no longer holds the test's models when they are collected) and
+    without a default tf.summary step (a training run leaves its step variable there)."""
+    _fresh_state()
     yield
-    tf_keras.mixed_precision.set_global_policy("float32")
-    tf_keras.backend.clear_session()
+    _fresh_state()

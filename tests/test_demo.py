@@ -20,13 +20,18 @@ INT8_MIOU_LOSS = 0.03  # full-integer TFLite of the trained model: at most this 
 INT8_CHANGED = 0.02  # and at most this share of the held-out pixels labelled differently
 
 
+def interpreter_env(**extra: str) -> dict:
+    """The environment with this interpreter's bin first on PATH (its `convnext-tf`, its `python`)."""
+    return dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], **extra)
+
+
 def make(command: str, out, cwd) -> str:
     """A README `make ...` command: the Makefile's recipe with this interpreter, in small mode (the
     full run is measured in the README), writing into `out`; returns what it printed."""
     argv = ["make", "-f", os.path.join(ROOT, "Makefile"), "-o", ".venv/.installed", "-o", ".venv/.installed-demo",
             f"PY={sys.executable}", f"OUT={out}", *shlex.split(command)[1:]]
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"], CONVNEXT_TF_SMALL="1")
-    run = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    run = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=interpreter_env(CONVNEXT_TF_SMALL="1"),
+                         timeout=900)
     assert run.returncode == 0, f"{command}\n{run.stdout[-2000:]}\n{run.stderr[-3000:]}"
     return run.stdout
 

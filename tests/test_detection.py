@@ -149,7 +149,7 @@ def test_batched_nms_keeps_model_gardens_v2_detections():
     for i in range(len(n)):  # the same detections, in any order: sorted by class, then box (pixels, to 0.1)
         rows = [np.column_stack([d["detection_scores"][i, : n[i]], d["detection_classes"][i, : n[i]],
                                  d["detection_boxes"][i, : n[i]]]).astype(np.float64) for d in (got, want)]
-        rows = [r[np.lexsort(np.round(r[:, 1:], 1).T[::-1])] for r in rows]  # not by score: 1e-7 apart
+        rows = [r[np.lexsort(np.round(r[:, 1:], 1).T[::-1])] for r in rows]  # independent of the output order
         np.testing.assert_allclose(rows[0], rows[1], rtol=1e-5, atol=1e-4)
 
 

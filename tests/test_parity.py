@@ -126,3 +126,49 @@ def test_grn_gradient_with_an_all_zero_channel_matches_reference():
     grad = tape.gradient(loss, xs).numpy()
     assert np.all(np.isfinite(grad))
     assert_close(grad, xt.grad.numpy(), "GRN input gradient")
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch pads a copy
+@pytest.mark.parametrize("kernel_size", [7, 4])
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_depthwise_conv_training_gradients_match_reference(kernel_size, policy):
+    """The training path of the depthwise convolution (its kernel gradient written as a
+    convolution) gives PyTorch's output and gradients: odd and even sizes, a batch of 3, an even
+    kernel (asymmetric 'same' padding), and spatial sizes unknown when traced."""
+    from convnext_tf.backbones.layers import DepthwiseConv
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 13, 10, 8)).astype(np.float32)
+    kernel = rng.standard_normal((kernel_size, kernel_size, 8, 1)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    upstream = rng.standard_normal((3, 13, 10, 8)).astype(np.float32)  # loss: sum(y * upstream)
+
+    xt = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_()
+    wt = torch.from_numpy(kernel.transpose(2, 3, 0, 1).copy()).requires_grad_()  # (C, 1, kh, kw)
+    bt = torch.from_numpy(bias).requires_grad_()
+    yt = torch.nn.functional.conv2d(xt, wt, bt, padding="same", groups=8)
+    (yt * torch.from_numpy(upstream.transpose(0, 3, 1, 2))).sum().backward()
+
+    tf_keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = DepthwiseConv(kernel_size, padding="same")
+        layer.build((None, None, None, 8))
+    finally:
+        tf_keras.mixed_precision.set_global_policy("float32")
+    layer.set_weights([kernel, bias])
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, None, 8))])
+    def run(inputs):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = tf.cast(layer(inputs, training=True), tf.float32)
+            loss = tf.reduce_sum(y * upstream)
+        return (y, *tape.gradient(loss, [inputs, layer.depthwise_kernel, layer.bias]))
+
+    y, dx, dkernel, dbias = (t.numpy() for t in run(tf.constant(x)))
+    # float32: rounding alone; bfloat16: the output rounded once, the gradients in float32
+    bound = 1e-4 if policy == "float32" else 1e-2
+    assert_close(y, yt.detach().numpy().transpose(0, 2, 3, 1), f"{policy} output", bound)
+    assert_close(dx, xt.grad.numpy().transpose(0, 2, 3, 1), f"{policy} input gradient", bound)
+    assert_close(dkernel, wt.grad.numpy().transpose(2, 3, 0, 1), f"{policy} kernel gradient", bound)
+    assert_close(dbias, bt.grad.numpy(), f"{policy} bias gradient", bound)

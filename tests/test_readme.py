@@ -11,7 +11,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import cv2
 import pytest
@@ -20,7 +19,7 @@ import torch
 from transformers import ConvNextV2ForImageClassification
 from reference import hf_classifier, hf_config, hf_to_official, hf_to_timm
 from safetensors.torch import save as safetensors_bytes
-from test_demo import make
+from test_demo import interpreter_env, make
 from test_download import Server, official, torch_bytes
 from test_imagenet import make_ilsvrc
 from test_no_torch import port_file
@@ -119,8 +118,7 @@ def test_python_block(index, in_workdir):
 
 def test_convnext_tf_is_the_installed_command():
     """`convnext-tf` on PATH is `cli.main` (the commands below call it in this process)."""
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    run = subprocess.run(["convnext-tf", "--help"], capture_output=True, text=True, env=env, timeout=300)
+    run = subprocess.run(["convnext-tf", "--help"], capture_output=True, text=True, env=interpreter_env(), timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("usage: convnext-tf "), run.stdout + run.stderr
 
 
