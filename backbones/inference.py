@@ -1,21 +1,25 @@
-"""Inference with the weights as graph constants: cast once, and packed once by oneDNN.
+"""Inference with the weights fixed when traced: cast once, packed once by oneDNN.
 
 A Keras model reads its variables on every call. Under `mixed_bfloat16` / `mixed_float16` each
 read is also a cast to the compute dtype (for ConvNeXt-T, 28M parameters per forward pass), and
 oneDNN, which sees the kernels as run-time inputs, reorders them on every call into the layout
 its kernels want, or falls back to slower ones: bfloat16 matmuls fused with bias and GELU run on a
-generic GEMM instead of AMX, and float32 3x3 convolutions with plain-layout weights run at about
-half speed (UperNet's 2048 -> 512 bottleneck). `inference_function` traces the model with its
-variables replaced by constants in the dtype each layer reads, so the cast happens once and
-oneDNN packs each kernel once and keeps it. Layer scales are folded into the matmuls before them,
-LayerNorms run as oneDNN's fused layer norm, one op each (`layers.fused_norms`), and float32 3x3
-convolutions (the necks') run as Winograd F(2x2, 3x3) with their kernels transformed once (`winograd`).
+generic GEMM instead of AMX. `inference_function` traces the model with its variables replaced by
+tensors in the dtype each layer reads, so the cast happens once: bfloat16 and float16 ones as
+graph constants, which oneDNN packs once and keeps; float32 ones as tensors the function
+captures, because float32 kernels run as fast without, and TensorFlow copies every graph
+constant several times when it instantiates and optimises the function (ConvNeXt-T's peak RSS
+at batch 1: 2553 MiB with float32 constants, 1250 captured). Layer scales are folded into the
+matmuls before them, LayerNorms run as oneDNN's fused layer norm, one op each
+(`layers.fused_norms`), and float32 3x3 convolutions (the necks') run as Winograd F(2x2, 3x3)
+with their kernels transformed once (`winograd`).
 """
 from __future__ import annotations
 
 import contextlib
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -63,11 +67,12 @@ def _winograd_convs(model: tf_keras.layers.Layer) -> list[tf_keras.layers.Conv2D
 
 
 @contextlib.contextmanager
-def constant_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
-    """While tracing inside: the layers' variables are constants, in the dtype their call reads,
-    each layer scale is folded into the matmul before it (`gamma * (x W + b)` is
-    `x (W gamma) + b gamma`: one elementwise pass less per V1 block, and one rounding less in
-    bfloat16), and float32 3x3 convolutions hold Winograd kernels and compute with `winograd.conv3x3`.
+def fixed_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
+    """While tracing inside: the layers' variables are fixed tensors in the dtype their call reads
+    (float32 ones captured, others graph constants; see the module), each layer scale is folded
+    into the matmul before it (`gamma * (x W + b)` is `x (W gamma) + b gamma`: one elementwise
+    pass less per V1 block, and one rounding less in bfloat16), and float32 3x3 convolutions hold
+    Winograd kernels and compute with `winograd.conv3x3`.
 
     The values are read when the context is entered; attributes are swapped without Keras'
     attribute tracking, so the model's weights, saving and checkpoints are untouched.
@@ -85,7 +90,9 @@ def constant_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
             values[conv, "kernel"] = winograd.transform_kernel(values[conv, "kernel"])
         arrays = {(layer, attribute): tf.cast(values[layer, attribute], _read_as(layer, variable)).numpy()
                   for layer, attribute, variable in swapped if (layer, attribute) in values}
-    replacements = {key: tf.constant(array) for key, array in arrays.items()}  # in the traced graph
+        captured = {key: tf.convert_to_tensor(array) for key, array in arrays.items() if array.dtype == np.float32}
+    replacements = {key: tf.constant(array) for key, array in arrays.items() if key not in captured}  # in the graph
+    replacements.update(captured)
     replacements.update({(scale, "gamma"): None for scale in folds.values()})
     replacements.update({(conv, "convolution_op"): winograd.conv3x3 for conv in convs})
     try:
@@ -100,7 +107,7 @@ def constant_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
 
 
 def inference_function(model: tf_keras.Model) -> Callable[[Any], Any]:
-    """`model(x, training=False)` as a `tf.function` with the weights as constants, layer scales
+    """`model(x, training=False)` as a `tf.function` with the weights fixed when traced, layer scales
     folded, fused LayerNorms and Winograd 3x3 convolutions in float32 (see the module).
 
     The weights are read when a new input signature is traced: build the function after the
@@ -110,7 +117,7 @@ def inference_function(model: tf_keras.Model) -> Callable[[Any], Any]:
 
     @tf.function(reduce_retracing=True)
     def run(inputs):
-        with constant_weights(model), fused_norms():
+        with fixed_weights(model), fused_norms():
             return model(inputs, training=False)
 
     return run

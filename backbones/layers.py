@@ -346,7 +346,7 @@ class LayerScale(tf_keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        if self.gamma is None:  # folded into the layer before it (`inference.constant_weights`)
+        if self.gamma is None:  # folded into the layer before it (`inference.fixed_weights`)
             return inputs
         return inputs * self.gamma
 

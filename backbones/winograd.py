@@ -1,5 +1,5 @@
 """Winograd F(2x2, 3x3): a 3x3 stride-1 'same' convolution with 16 multiplications per 2x2 output
-tile and channel pair instead of 36 (Lavin and Gray, 2016), for kernels that are constants.
+tile and channel pair instead of 36 (Lavin and Gray, 2016), for kernels fixed in advance (inference).
 
 Each 2x2 output tile Y comes from a 4x4 input tile d: `Y = A^T [sum over input channels of
 (B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops: the input

@@ -400,7 +400,7 @@ def report(results: dict, peaks: dict, runtimes: dict, args) -> tuple[list[str],
         f"float32 {peaks['float32']:.0f} GFLOP/s, bfloat16 {peaks['bfloat16']:.0f} GFLOP/s. "
         f"{args.rounds} rounds of {args.seconds:g} s (at least one call) per scenario and contestant, "
         "contestants alternating, each scenario in fresh processes. Random weights (biases non-zero). "
-        "Inference in Keras runs through `inference_function` (weights as constants, cast once; layer scales "
+        "Inference in Keras runs through `inference_function` (weights fixed when traced, cast once; layer scales "
         "folded; oneDNN's fused LayerNorm; float32 3x3 convolutions by Winograd). fp32 = float32; "
         "bf16 = mixed_bfloat16 in Keras, bfloat16 autocast in PyTorch. PyTorch: Hugging Face ConvNeXt / UperNet in channels_last "
         "(inference_mode for inference). Training: one SGD step (forward, backward, update); UperNet "

@@ -89,6 +89,12 @@ def test_inference_function_casts_once_and_keeps_the_bounds(name, policy):
     assert len(variable_casts(plain, x)) > 50  # what it removes: every kernel, bias and scale
     run = inference_function(model)
     assert variable_casts(run, x) == []
+    # lower-precision kernels are graph constants in the compute dtype, which oneDNN packs once
+    kernel = model.get_layer("stages.3.blocks.0.pwconv1").kernel.shape  # (the head computes in float32)
+    function = run.get_concrete_function(x)
+    assert {op.outputs[0].dtype for op in function.graph.get_operations()
+            if op.type == "Const" and op.outputs[0].shape == kernel} == {tf.as_dtype(policy.split("_")[1])}
+    assert kernel not in [t.shape for t in function.captured_inputs]
     norms = [layer for layer in model.layers if type(layer).__name__ == "LayerNorm"]
     # every LayerNorm runs as one fused op, but in float16 on a CPU without AVX512-FP16
     assert len(fused_norms(run, x)) == sum(norm.compute_dtype != "float16" or FLOAT16_NORMS_FUSE for norm in norms)
@@ -109,8 +115,13 @@ def test_inference_function_in_float32_keeps_parity_with_hugging_face(name):
     load_state_dict(model, ref.state_dict())
     x = np.random.default_rng(0).standard_normal((2, 96, 128, 3)).astype(np.float32)
     run = inference_function(model)
-    ops = run.get_concrete_function(x).graph.get_operations()
+    function = run.get_concrete_function(x)
+    ops = function.graph.get_operations()
     assert not [op for op in ops if op.type == "ReadVariableOp"]
+    # float32 weights are captured tensors, not graph constants (TensorFlow copies those with the graph)
+    head = model.get_layer("head.fc").kernel.shape
+    assert head in [t.shape for t in function.captured_inputs]
+    assert head not in [op.outputs[0].shape for op in ops if op.type == "Const"]
     assert len(fused_norms(run, x)) == len([l for l in model.layers if type(l).__name__ == "LayerNorm"])
     # V1's layer scales are folded into pwconv2: no op of theirs is left (HF's layer scales are random)
     assert not [op for op in ops if ".layer_scale/" in op.name]

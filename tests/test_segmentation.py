@@ -48,12 +48,19 @@ def test_upernet_parity_with_hugging_face(name):
 
 def test_inference_function_runs_the_necks_3x3_convolutions_as_winograd_in_float32_only():
     model = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
-    graph = inference_function(model).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
-    ops = [op.type for op in graph.get_operations()]
-    kernels = [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
+    function = inference_function(model).get_concrete_function(tf.TensorSpec((1, None, None, 3)))
+    ops = [op.type for op in function.graph.get_operations()]
+    kernels = [op.inputs[1].shape[:2] for op in function.graph.get_operations() if op.type == "Conv2D"]
     assert kernels and (3, 3) not in kernels  # 1x1 convolutions stay direct
     # UperNet's 3x3 conv modules: bottleneck, three fpn_convs, fpn_bottleneck; a loop over bands each
     assert ops.count("StatelessWhile") + ops.count("While") == 5
+    # their Winograd kernels (16, C, K) are captured inputs, not constants copied with the graph
+    convs = [l for l in model.submodules if type(l) is tf_keras.layers.Conv2D and l.kernel_size == (3, 3)]
+    wanted = sorted((16, *l.kernel.shape[2:]) for l in convs)
+    assert len(wanted) == 5
+    assert sorted(tuple(t.shape) for t in function.captured_inputs if t.shape.rank == 3) == wanted
+    constants = [tuple(op.outputs[0].shape) for op in function.graph.get_operations() if op.type == "Const"]
+    assert not set(wanted) & set(constants)
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")  # oneDNN's direct (AMX) convolution is faster
     mixed = build_segmentation_model(ConvNeXtBackbone("atto"), 3, channels=16, aux_head=False)
     graph = inference_function(mixed).get_concrete_function(tf.TensorSpec((1, None, None, 3))).graph
