@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator
 
-import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -62,7 +61,7 @@ def _winograd_convs(model: tf_keras.layers.Layer) -> list[tf_keras.layers.Conv2D
     """The convolutions of `model` that Winograd computes (`winograd.applies`)."""
     return [
         layer for layer in model.submodules
-        if type(layer) is tf_keras.layers.Conv2D and layer.built and winograd.applies(layer)
+        if type(layer) in (tf_keras.layers.Conv2D, winograd.WinogradConv2D) and layer.built and winograd.applies(layer)
     ]
 
 
@@ -88,11 +87,10 @@ def fixed_weights(model: tf_keras.layers.Layer) -> Iterator[None]:
                 values[dense, attribute] = values[dense, attribute] * gamma
         for conv in convs:
             values[conv, "kernel"] = winograd.transform_kernel(values[conv, "kernel"])
-        arrays = {(layer, attribute): tf.cast(values[layer, attribute], _read_as(layer, variable)).numpy()
-                  for layer, attribute, variable in swapped if (layer, attribute) in values}
-        captured = {key: tf.convert_to_tensor(array) for key, array in arrays.items() if array.dtype == np.float32}
-    replacements = {key: tf.constant(array) for key, array in arrays.items() if key not in captured}  # in the graph
-    replacements.update(captured)
+        cast = {(layer, attribute): tf.cast(values[layer, attribute], _read_as(layer, variable))
+                for layer, attribute, variable in swapped if (layer, attribute) in values}
+    # float32 tensors are captured as they are; the others become constants in the graph
+    replacements = {key: value if value.dtype == tf.float32 else tf.constant(value) for key, value in cast.items()}
     replacements.update({(scale, "gamma"): None for scale in folds.values()})
     replacements.update({(conv, "convolution_op"): winograd.conv3x3 for conv in convs})
     try:

@@ -1,5 +1,5 @@
 """Winograd F(2x2, 3x3): a 3x3 stride-1 'same' convolution with 16 multiplications per 2x2 output
-tile and channel pair instead of 36 (Lavin and Gray, 2016), for kernels fixed in advance (inference).
+tile and channel pair instead of 36 (Lavin and Gray, 2016), in inference and in training.
 
 Each 2x2 output tile Y comes from a 4x4 input tile d: `Y = A^T [sum over input channels of
 (B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops: the input
@@ -11,18 +11,28 @@ the faster one, so only float32 layers use it (`applies`). Rounding: about 3e-6 
 range, against about 1e-6 for the direct convolution.
 
 The transformed input tiles take four times their input's memory, so they are made band by band
-(rows of tiles of one image, at most `BAND_FLOATS` values each, zero-padded per band), and each
-band's output is written in place into the result: the extra memory is bounded at any resolution.
+(rows of tiles of one image, at most `BAND_FLOATS` values on either side of the matmuls,
+zero-padded per band), and each band's output is written in place into the result: the extra
+memory is bounded at any resolution.
+
+Inference (`conv3x3`, kernels transformed once by `inference.inference_function`) loops over the
+bands of inputs of any size. Training (`conv3x3_for_training`, used by `WinogradConv2D`, the
+necks' 3x3 layer) unrolls the bands of an input of static shape, one after another, and has
+Winograd gradients: the input gradient is the convolution of dy with the flipped, transposed
+kernel, and the kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G` recomputes each band's
+tiles V in the backward pass instead of keeping them.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from convnext_tf.backbones.layers import gpu_present
+from convnext_tf.backbones.layers import gpu_present, serializable
 
-BAND_FLOATS = 1 << 23  # transformed input tiles held at once: 8 M values (32 MiB in float32)
+BAND_FLOATS = 1 << 23  # transformed values per band: 8 M (32 MiB in float32)
 
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)  # input transform B^T
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)  # kernel transform G
@@ -39,6 +49,31 @@ def transform_kernel(kernel: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.einsum("ia,abck,jb->ijck", g, kernel, g), [16, kernel.shape[2], kernel.shape[3]])
 
 
+def _band_rows(tw, channels: int, filters: int):
+    """Tile rows per band: at most `BAND_FLOATS` transformed values on either side of the matmul."""
+    return BAND_FLOATS // (tw * 16 * max(channels, filters))
+
+
+def _tiles(inputs: tf.Tensor, image, r0, r1, tw, input_filters: tf.Tensor) -> tf.Tensor:
+    """(16, tiles, C) transformed 4x4 input tiles `B^T d B` of tile rows r0..r1 of one image of NHWC
+    `inputs` with tw tiles per row (zero-padded here: the 'same' padding of this band only)."""
+    h, w = tf.shape(inputs)[1], tf.shape(inputs)[2]
+    start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
+    top = start - (2 * r0 - 1)
+    d = tf.pad(inputs[image:image + 1, start:end],
+               [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
+    v = tf.nn.depthwise_conv2d(d, input_filters, [1, 2, 2, 1], "VALID")  # (1, rows, tw, C * 16)
+    return tf.transpose(tf.reshape(v, [-1, inputs.shape[-1], 16]), [2, 0, 1])
+
+
+def _pixels(m: tf.Tensor, tw, filters: int) -> tf.Tensor:
+    """The output transform `A^T M A` of (16, tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
+    m = tf.reshape(m, [4, 4, -1, tw, filters])
+    at_m = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M, then (A^T M) A below
+    pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in at_m], axis=1)
+    return tf.reshape(pixels, [-1, 2 * tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
+
+
 def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     """`tf.nn.conv2d(inputs, kernel, 1, 'SAME')` for NHWC `inputs` of any size, with
     `transformed = transform_kernel(kernel)`."""
@@ -47,24 +82,14 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     n, h, w = shape[0], shape[1], shape[2]
     th, tw = (h + 1) // 2, (w + 1) // 2  # output tiles; odd sizes get one padded row / column
     input_filters = tf.constant(np.tile(_INPUT_FILTERS, (1, 1, channels, 1)), inputs.dtype)
-    per_band = tf.maximum(1, BAND_FLOATS // (tw * 16 * channels))  # tile rows per band
+    per_band = tf.maximum(1, _band_rows(tw, channels, filters))
     bands = (th + per_band - 1) // per_band  # per image
 
     def band(i, y):
-        """Band i: its 4x4 input tiles d (zero-padded here), `B^T d B`, the channel sums, the
-        output transform, written into y in place."""
+        """Band i's output pixels, written into y in place."""
         image, r0 = i // bands, (i % bands) * per_band
         r1 = tf.minimum(th, r0 + per_band)
-        start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
-        top = start - (2 * r0 - 1)
-        d = tf.pad(inputs[image:image + 1, start:end],
-                   [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
-        v = tf.nn.depthwise_conv2d(d, input_filters, [1, 2, 2, 1], "VALID")  # (1, rows, tw, C * 16)
-        v = tf.transpose(tf.reshape(v, [-1, channels, 16]), [2, 0, 1])  # (16, tiles, C)
-        m = tf.reshape(tf.matmul(v, transformed), [4, 4, -1, tw, filters])
-        at_m = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M, then (A^T M) A below
-        pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in at_m], axis=1)
-        pixels = tf.reshape(pixels, [-1, 2 * tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
+        pixels = _pixels(tf.matmul(_tiles(inputs, image, r0, r1, tw, input_filters), transformed), tw, filters)
         first = image * 2 * th + 2 * r0
         return i + 1, tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)
 
@@ -76,11 +101,110 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     return y
 
 
+# Training: static shapes, the bands unrolled and chained by control dependencies, one at a time.
+
+@functools.lru_cache(maxsize=None)
+def _training_input_filters(channels: int) -> tf.Tensor:
+    """The input transform's depthwise filters as an eager tensor that a traced step captures: as
+    a graph constant, oneDNN would cache a reordered copy in each band's op (about 16 MB each)."""
+    with tf.init_scope():
+        return tf.constant(np.tile(_INPUT_FILTERS, (1, 1, channels, 1)))
+
+
+def _bands(inputs: tf.Tensor, filters: int) -> list[tuple[int, int, int]]:
+    """(image, first tile row, end tile row) of each band of static NHWC `inputs`."""
+    n, h, w, channels = inputs.shape
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    rows = max(1, _band_rows(tw, channels, filters))
+    return [(image, r0, min(th, r0 + rows)) for image in range(n) for r0 in range(0, th, rows)]
+
+
+def _conv3x3_static(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
+    """`conv3x3` for inputs of static shape, without a loop (its gradient is `conv3x3_for_training`'s)."""
+    n, h, w, channels = inputs.shape
+    filters = transformed.shape[2]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    input_filters = _training_input_filters(channels)
+    with tf.control_dependencies([inputs]):  # allocated when the input exists, not when the step starts
+        y = tf.raw_ops.Empty(shape=[n * 2 * th, 2 * tw, filters], dtype=inputs.dtype)
+    for image, r0, r1 in _bands(inputs, filters):
+        with tf.control_dependencies([y]):  # after the previous band
+            v = _tiles(inputs, image, r0, r1, tw, input_filters)
+        first = image * 2 * th + 2 * r0
+        y = tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + 2 * (r1 - r0)),
+                                     v=_pixels(tf.matmul(v, transformed), tw, filters))
+    return tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
+
+
+def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
+    """The (3, 3, C, K) kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G`, V recomputed
+    band by band."""
+    n, h, w, channels = inputs.shape
+    filters = dy.shape[-1]
+    th, tw = (h + 1) // 2, (w + 1) // 2
+    input_filters = _training_input_filters(channels)
+    if (2 * th, 2 * tw) != (h, w):
+        dy = tf.pad(dy, [[0, 0], [0, 2 * th - h], [0, 2 * tw - w], [0, 0]])  # whole tiles
+    total = None
+    for image, r0, r1 in _bands(inputs, filters):
+        with tf.control_dependencies([dy if total is None else total]):  # in the backward pass, in turn
+            v = _tiles(inputs, image, r0, r1, tw, input_filters)
+        d = tf.reshape(dy[image, 2 * r0:2 * r1], [r1 - r0, 2, tw, 2, filters])
+        a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
+        dm = tf.stack([c for r in a_dy
+                       for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])])
+        product = tf.matmul(v, tf.reshape(dm, [16, -1, filters]), transpose_a=True)  # (16, C, K)
+        total = product if total is None else total + product
+    gt = tf.constant(_G.T, inputs.dtype)  # G^T over the first tile axis, then over the second
+    total = tf.reshape(tf.matmul(gt, tf.reshape(total, [4, -1])), [3, 4, -1])
+    return tf.reshape(tf.matmul(tf.broadcast_to(gt, [3, 3, 4]), total), [3, 3, channels, filters])
+
+
+# `G P = S G` for the 3x3 flip P, with S swapping G's rows 0 and 3: the flipped kernel's transform
+# is the kernel's with tile rows and columns 0 and 3 swapped.
+_SWAP = [3, 1, 2, 0]
+_FLIPPED_TILES = [4 * _SWAP[i] + _SWAP[j] for i in range(4) for j in range(4)]
+
+
+@tf.autograph.experimental.do_not_convert  # AutoGraph would convert the undecorated function
+@tf.custom_gradient
+def conv3x3_for_training(inputs: tf.Tensor, kernel: tf.Tensor):
+    """`tf.nn.conv2d(inputs, kernel, 1, 'SAME')` by Winograd for float32 NHWC `inputs` of static
+    shape and a (3, 3, C, K) kernel, with Winograd gradients: the input gradient is the convolution
+    of dy with the flipped, transposed kernel, and the kernel gradient is summed band by band."""
+    with tf.control_dependencies([inputs]):
+        transformed = transform_kernel(kernel)
+
+    def grad(dy):
+        with tf.control_dependencies([dy]):  # made in the backward pass, not held from the forward one
+            flipped = tf.transpose(tf.gather(transform_kernel(kernel), _FLIPPED_TILES), [0, 2, 1])
+        return _conv3x3_static(dy, flipped), _kernel_gradient(inputs, dy)
+
+    return _conv3x3_static(inputs, transformed), grad
+
+
 def applies(layer: tf_keras.layers.Conv2D) -> bool:
-    """Whether `inference.inference_function` runs this convolution by Winograd: 3x3, stride 1,
-    'same', no dilation or groups, channels last, float32, and no GPU (cuDNN has its own)."""
+    """Whether this convolution runs by Winograd (in `inference.inference_function`, and in training
+    as a `WinogradConv2D`): 3x3, stride 1, 'same', no dilation or groups, channels last, float32,
+    and no GPU (cuDNN has its own)."""
     return (
         layer.kernel_size == (3, 3) and layer.strides == (1, 1) and layer.dilation_rate == (1, 1)
         and layer.padding == "same" and layer.groups == 1 and layer.data_format == "channels_last"
         and layer.compute_dtype == "float32" and not gpu_present()
     )
+
+
+@serializable
+class WinogradConv2D(tf_keras.layers.Conv2D):
+    """Keras' Conv2D that trains by Winograd (`conv3x3_for_training`) where `applies` and the input
+    shape is static, as in a training step: the necks' 3x3 convolutions. Other calls are Conv2D's:
+    inference (`inference.inference_function` runs these layers by Winograd too), exports, and
+    inputs of unknown size."""
+
+    def call(self, inputs: tf.Tensor, training=None) -> tf.Tensor:
+        if not (training is True and applies(self) and inputs.shape.rank == 4 and inputs.shape.is_fully_defined()):
+            return super().call(inputs)
+        outputs = conv3x3_for_training(inputs, tf.convert_to_tensor(self.kernel))
+        if self.use_bias:
+            outputs = tf.nn.bias_add(outputs, self.bias)
+        return outputs if self.activation is None else self.activation(outputs)

@@ -404,7 +404,7 @@ def report(results: dict, peaks: dict, runtimes: dict, args) -> tuple[list[str],
         "folded; oneDNN's fused LayerNorm; float32 3x3 convolutions by Winograd). fp32 = float32; "
         "bf16 = mixed_bfloat16 in Keras, bfloat16 autocast in PyTorch. PyTorch: Hugging Face ConvNeXt / UperNet in channels_last "
         "(inference_mode for inference). Training: one SGD step (forward, backward, update); UperNet "
-        "with its auxiliary head. `peak` = ours' FLOPs x images/s over the matmul peak of the precision "
+        "with its auxiliary head, its float32 3x3 convolutions trained by Winograd too. `peak` = ours' FLOPs x images/s over the matmul peak of the precision "
         "(training FLOPs taken as 3x the forward pass; direct convolutions' FLOPs, so Winograd can pass 100%). "
         "RSS: peak resident memory of the scenario's process; "
         f"the imports alone take {runtimes['convnext_tf']:.0f} MiB (TensorFlow, tf_keras, convnext_tf) and "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import tf_keras
 
 from convnext_tf.backbones.layers import serializable
+from convnext_tf.backbones.winograd import WinogradConv2D
 
 from .ops import PyramidModel, ResizeLike, pyramid_inputs
 
@@ -45,7 +46,7 @@ class FPN(PyramidModel):
         inputs = pyramid_inputs(input_specs, levels)
 
         def conv(x, kernel, name, strides=1):
-            x = tf_keras.layers.Conv2D(
+            x = (WinogradConv2D if (kernel, strides) == (3, 1) else tf_keras.layers.Conv2D)(  # see WinogradConv2D
                 num_filters, kernel, strides=strides, padding="same", use_bias=not use_norm,
                 kernel_regularizer=kernel_regularizer, name=name,
             )(x)

@@ -5,6 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from convnext_tf.backbones.layers import serializable
+from convnext_tf.backbones.winograd import WinogradConv2D
 
 
 def conv_bn_relu(
@@ -14,8 +15,9 @@ def conv_bn_relu(
     name: str,
     kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
 ) -> tf.Tensor:
-    """mmseg's ConvModule: convolution without bias ('same' padding), BatchNorm, ReLU."""
-    x = tf_keras.layers.Conv2D(
+    """mmseg's ConvModule: convolution without bias ('same' padding), BatchNorm, ReLU. 3x3
+    convolutions train by Winograd (`WinogradConv2D`)."""
+    x = (WinogradConv2D if kernel_size == 3 else tf_keras.layers.Conv2D)(
         filters, kernel_size, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
         name=f"{name}.conv",
     )(x)

@@ -59,7 +59,7 @@ def _fresh_state() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _float32_policy():
+def _fresh_state_per_test():
     """Every test starts and ends under the float32 policy with a fresh Keras session (cleared at
     the end too, so that Keras no longer holds the test's models when they are collected) and
     without a default tf.summary step (a training run leaves its step variable there)."""

@@ -55,7 +55,7 @@ def test_inference_function_runs_the_necks_3x3_convolutions_as_winograd_in_float
     # UperNet's 3x3 conv modules: bottleneck, three fpn_convs, fpn_bottleneck; a loop over bands each
     assert ops.count("StatelessWhile") + ops.count("While") == 5
     # their Winograd kernels (16, C, K) are captured inputs, not constants copied with the graph
-    convs = [l for l in model.submodules if type(l) is tf_keras.layers.Conv2D and l.kernel_size == (3, 3)]
+    convs = [l for l in model.submodules if isinstance(l, winograd.WinogradConv2D)]
     wanted = sorted((16, *l.kernel.shape[2:]) for l in convs)
     assert len(wanted) == 5
     assert sorted(tuple(t.shape) for t in function.captured_inputs if t.shape.rank == 3) == wanted
@@ -67,11 +67,17 @@ def test_inference_function_runs_the_necks_3x3_convolutions_as_winograd_in_float
     assert (3, 3) in [op.inputs[1].shape[:2] for op in graph.get_operations() if op.type == "Conv2D"]
 
 
-@pytest.mark.parametrize("band", ["default", "one tile row"])
-@pytest.mark.parametrize("n,h,w", [(1, 1, 1), (2, 5, 8), (1, 16, 16), (1, 31, 20)])
-def test_winograd_convolution_equals_the_direct_one(n, h, w, band, monkeypatch):
-    if band == "one tile row":
+@pytest.fixture(params=["default bands", "one tile row per band"])
+def winograd_bands(request, monkeypatch):
+    if request.param == "one tile row per band":
         monkeypatch.setattr(winograd, "BAND_FLOATS", 1)
+
+
+WINOGRAD_SIZES = [(1, 1, 1), (2, 5, 8), (1, 16, 16), (2, 31, 20)]  # (n, h, w): odd and even
+
+
+@pytest.mark.parametrize("n,h,w", WINOGRAD_SIZES)
+def test_winograd_convolution_equals_the_direct_one(n, h, w, winograd_bands):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n, h, w, 6)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 6, 4)).astype(np.float32)
@@ -83,6 +89,48 @@ def test_winograd_convolution_equals_the_direct_one(n, h, w, band, monkeypatch):
         winograd.transform_kernel(np.zeros((5, 5, 6, 4), np.float32))
 
 
+@pytest.mark.parametrize("n,h,w", WINOGRAD_SIZES)
+def test_winograd_training_convolution_and_gradients_equal_the_direct_ones(n, h, w, winograd_bands):
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((n, h, w, 6)).astype(np.float32), rng.standard_normal((n, h, w, 4)).astype(np.float32)
+    kernel = tf.constant(rng.standard_normal((3, 3, 6, 4)).astype(np.float32))
+
+    def output_and_gradients(conv, x):
+        with tf.GradientTape() as tape:
+            tape.watch([x, kernel])
+            y = conv(x, kernel)
+        return (y, *tape.gradient(y, [x, kernel], output_gradients=tf.constant(dy)))
+
+    want = output_and_gradients(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"), tf.constant(x))
+    for run in (output_and_gradients, tf.function(output_and_gradients)):
+        got = run(winograd.conv3x3_for_training, tf.constant(x))
+        for name, a, b in zip(("output", "input gradient", "kernel gradient"), got, want):
+            assert a.shape == b.shape and np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), name
+
+
+def test_winograd_conv2d_trains_by_winograd_on_static_shapes_only():
+    layer = winograd.WinogradConv2D(4, 3, padding="same")
+    x = np.random.default_rng(0).standard_normal((2, 9, 7, 6)).astype(np.float32)
+    np.testing.assert_allclose(layer(x, training=True), layer(x), atol=1e-5)
+
+    def graph(spec, training):
+        return tf.function(lambda x: layer(x, training=training)).get_concrete_function(spec).graph
+
+    static = graph(tf.TensorSpec((2, 9, 7, 6)), True)
+    assert "Conv2D" not in [op.type for op in static.get_operations()]
+    # one depthwise input transform per band; its filters are a captured input, not a graph constant
+    # (oneDNN keeps a reordered copy of a constant filter in every op that reads it)
+    transforms = [op for op in static.get_operations() if op.type == "DepthwiseConv2dNative"]
+    assert transforms and all(op.inputs[1].op.type == "Placeholder" for op in transforms)
+    for spec, training in ((tf.TensorSpec((None, 9, 7, 6)), True), (tf.TensorSpec((2, 9, 7, 6)), False)):
+        assert "Conv2D" in [op.type for op in graph(spec, training).get_operations()]
+    tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    mixed = winograd.WinogradConv2D(4, 3, padding="same")
+    mixed.build((2, 9, 7, 6))
+    assert "Conv2D" in [op.type for op in tf.function(lambda x: mixed(x, training=True)).get_concrete_function(
+        tf.TensorSpec((2, 9, 7, 6))).graph.get_operations()]
+
+
 def test_upernet_training_gradients_equal_pytorch_autograd():
     """A training step of UperNet with its auxiliary head (batch statistics in BatchNorm) has
     PyTorch autograd's gradients."""
@@ -90,6 +138,7 @@ def test_upernet_training_gradients_equal_pytorch_autograd():
     model = build_segmentation_model(ConvNeXtBackbone("atto", "v2"), 5, channels=64, aux_channels=32,
                                      dropout_rate=0.0)  # HF's heads have no dropout
     load_state_dict(model, ref.state_dict())
+    assert len([l for l in model.submodules if isinstance(l, winograd.WinogradConv2D)]) == 6  # trained by Winograd
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 96, 64)).astype(np.float32)
     p, q = rng.standard_normal((2, 2, 5, 96, 64)).astype(np.float32)  # the loss: random projections
