@@ -2,13 +2,13 @@
 tile and channel pair instead of 36 (Lavin and Gray, 2016), in inference and in training.
 
 Each 2x2 output tile Y comes from a 4x4 input tile d: `Y = A^T [sum over input channels of
-(B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops: the input
-transform is a stride-2 depthwise convolution with 16 fixed 4x4 filters per channel, the channel
-sums are 16 batched matmuls (tiles x C by C x K), and the output transform is adds. In float32 on
-CPU this is 2-2.9x faster than TensorFlow's direct convolution on UperNet's 3x3 layers (2048 ->
-512 at 128x128 down to 2816 -> 512 at 16x16); in bfloat16 oneDNN's direct (AMX) convolution is
-the faster one, so only float32 layers use it (`applies`). Rounding: about 3e-6 of the output's
-range, against about 1e-6 for the direct convolution.
+(B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops, for each of
+the 16 tile positions: the input transform is a stride-2 depthwise convolution with a fixed 4x4
+filter, the channel sums are a matmul (tiles x C by C x K), and the output transform is adds. In
+float32 on CPU this is 2-2.9x faster than TensorFlow's direct convolution on UperNet's 3x3 layers
+(2048 -> 512 at 128x128 down to 2816 -> 512 at 16x16); in bfloat16 oneDNN's direct (AMX)
+convolution is the faster one, so only float32 layers use it (`applies`). Rounding: about 3e-6 of
+the output's range, against about 1e-6 for the direct convolution.
 
 The transformed input tiles take four times their input's memory, so they are made band by band
 (rows of tiles of one image, at most `BAND_FLOATS` values on either side of the matmuls,
@@ -17,8 +17,8 @@ memory is bounded at any resolution.
 
 Inference (`conv3x3`, kernels transformed once by `inference.inference_function`) loops over the
 bands of inputs of any size. Training (`conv3x3_for_training`, used by `WinogradConv2D`, the
-necks' 3x3 layer) unrolls the bands of an input of static shape, one after another, and has
-Winograd gradients: the input gradient is the convolution of dy with the flipped, transposed
+necks' 3x3 layer, where `trains_by_winograd`) unrolls the bands of an input of static shape, one
+after another, and has Winograd gradients: the input gradient is the convolution of dy with the flipped, transposed
 kernel, and the kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G` recomputes each band's
 tiles V in the backward pass instead of keeping them.
 """
@@ -39,14 +39,28 @@ _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.floa
 # the output transform A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] and its transpose are written out as adds
 _INPUT_FILTERS = np.einsum("ia,jb->abij", _BT, _BT).reshape(4, 4, 1, 16)  # (i, j): B^T[i, a] B^T[j, b]
 
+# Winograd pays in training on large layers only (measured on 2 cores, forward and both gradients,
+# batch 2): with 256 channels the transforms cost about what they save (0.47-0.91x from 16x16 to
+# 128x128), and on few tiles each call's kernel work (the transforms, the flipped kernel, the
+# kernel gradient's sums) outweighs the gain (2816 -> 512 at 16x16: 0.77x); 512 -> 512 at 32x32
+# gains 1.12x, 2048 -> 512 at 64x64 1.61x. `trains_by_winograd` applies these bounds.
+TRAINING_MIN_CHANNELS = 512  # min(C, K)
+TRAINING_MIN_TILES = 512  # 2x2 output tiles of the whole batch (batch 2 at 32x32)
+
 
 def transform_kernel(kernel: tf.Tensor) -> tf.Tensor:
     """(3, 3, C, K) convolution kernel -> (16, C, K) Winograd kernel `G g G^T`."""
     kernel = tf.convert_to_tensor(kernel)
     if kernel.shape.rank != 4 or tuple(kernel.shape[:2]) != (3, 3):
         raise ValueError(f"Winograd F(2x2, 3x3) needs a (3, 3, C, K) kernel; got shape {tuple(kernel.shape)}.")
-    g = tf.constant(_G, kernel.dtype)
-    return tf.reshape(tf.einsum("ia,abck,jb->ijck", g, kernel, g), [16, kernel.shape[2], kernel.shape[3]])
+    g = tf.constant(_G, kernel.dtype)  # two small matmuls: 2.4x faster than one einsum on (3, 3, 2048, 512)
+    rows = tf.reshape(tf.matmul(g, tf.reshape(kernel, [3, -1])), [4, 3, -1])  # G over the kernel's rows
+    return tf.reshape(tf.matmul(tf.broadcast_to(g, [4, 4, 3]), rows), [16, kernel.shape[2], kernel.shape[3]])
+
+
+def _input_filters(channels: int) -> list[np.ndarray]:
+    """The input transform's depthwise filters: one (4, 4, C, 1) per tile position."""
+    return [np.tile(_INPUT_FILTERS[..., k:k + 1], (1, 1, channels, 1)) for k in range(16)]
 
 
 def _band_rows(tw, channels: int, filters: int):
@@ -54,22 +68,31 @@ def _band_rows(tw, channels: int, filters: int):
     return BAND_FLOATS // (tw * 16 * max(channels, filters))
 
 
-def _tiles(inputs: tf.Tensor, image, r0, r1, tw, input_filters: tf.Tensor) -> tf.Tensor:
-    """(16, tiles, C) transformed 4x4 input tiles `B^T d B` of tile rows r0..r1 of one image of NHWC
-    `inputs` with tw tiles per row (zero-padded here: the 'same' padding of this band only)."""
+def _tiles(inputs: tf.Tensor, image, r0, r1, tw, input_filters: list[tf.Tensor]) -> list[tf.Tensor]:
+    """The transformed 4x4 input tiles `B^T d B` of tile rows r0..r1 of one image of NHWC `inputs`
+    with tw tiles per row (zero-padded here: the 'same' padding of this band only), as 16 (tiles, C)
+    matrices, one per tile position: 16 depthwise convolutions of one filter per channel run 1.6x
+    faster than one of 16 filters per channel, and need no transpose after."""
     h, w = tf.shape(inputs)[1], tf.shape(inputs)[2]
     start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
     top = start - (2 * r0 - 1)
     d = tf.pad(inputs[image:image + 1, start:end],
                [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
-    v = tf.nn.depthwise_conv2d(d, input_filters, [1, 2, 2, 1], "VALID")  # (1, rows, tw, C * 16)
-    return tf.transpose(tf.reshape(v, [-1, inputs.shape[-1], 16]), [2, 0, 1])
+    return [tf.reshape(tf.nn.depthwise_conv2d(d, f, [1, 2, 2, 1], "VALID"), [-1, inputs.shape[-1]])
+            for f in input_filters]
 
 
-def _pixels(m: tf.Tensor, tw, filters: int) -> tf.Tensor:
-    """The output transform `A^T M A` of (16, tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
-    m = tf.reshape(m, [4, 4, -1, tw, filters])
-    at_m = [m[0] + m[1] + m[2], m[1] - m[2] - m[3]]  # A^T M, then (A^T M) A below
+def _products(v: list[tf.Tensor], kernels: list[tf.Tensor], adjoint: bool = False) -> list[tf.Tensor]:
+    """The channel sums: the 16 (tiles, K) products of tiles and transformed kernels (transposed
+    if `adjoint`)."""
+    return [tf.matmul(a, b, transpose_b=adjoint) for a, b in zip(v, kernels)]
+
+
+def _pixels(m: list[tf.Tensor], tw, filters: int) -> tf.Tensor:
+    """The output transform `A^T M A` of 16 (tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
+    m = [tf.reshape(t, [-1, tw, filters]) for t in m]  # m[4 i + j]: tile position (i, j)
+    at_m = [[m[j] + m[4 + j] + m[8 + j] for j in range(4)],  # A^T M, then (A^T M) A below
+            [m[4 + j] - m[8 + j] - m[12 + j] for j in range(4)]]
     pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in at_m], axis=1)
     return tf.reshape(pixels, [-1, 2 * tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
 
@@ -81,7 +104,8 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(inputs)
     n, h, w = shape[0], shape[1], shape[2]
     th, tw = (h + 1) // 2, (w + 1) // 2  # output tiles; odd sizes get one padded row / column
-    input_filters = tf.constant(np.tile(_INPUT_FILTERS, (1, 1, channels, 1)), inputs.dtype)
+    input_filters = [tf.constant(f, inputs.dtype) for f in _input_filters(channels)]
+    kernels = tf.unstack(transformed)
     per_band = tf.maximum(1, _band_rows(tw, channels, filters))
     bands = (th + per_band - 1) // per_band  # per image
 
@@ -89,7 +113,7 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
         """Band i's output pixels, written into y in place."""
         image, r0 = i // bands, (i % bands) * per_band
         r1 = tf.minimum(th, r0 + per_band)
-        pixels = _pixels(tf.matmul(_tiles(inputs, image, r0, r1, tw, input_filters), transformed), tw, filters)
+        pixels = _pixels(_products(_tiles(inputs, image, r0, r1, tw, input_filters), kernels), tw, filters)
         first = image * 2 * th + 2 * r0
         return i + 1, tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)
 
@@ -104,11 +128,11 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
 # Training: static shapes, the bands unrolled and chained by control dependencies, one at a time.
 
 @functools.lru_cache(maxsize=None)
-def _training_input_filters(channels: int) -> tf.Tensor:
-    """The input transform's depthwise filters as an eager tensor that a traced step captures: as
-    a graph constant, oneDNN would cache a reordered copy in each band's op (about 16 MB each)."""
+def _training_input_filters(channels: int) -> list[tf.Tensor]:
+    """The input transform's depthwise filters as eager tensors that a traced step captures: as
+    graph constants, oneDNN would cache a reordered copy in each band's ops (about 16 MB each)."""
     with tf.init_scope():
-        return tf.constant(np.tile(_INPUT_FILTERS, (1, 1, channels, 1)))
+        return [tf.constant(f) for f in _input_filters(channels)]
 
 
 def _bands(inputs: tf.Tensor, filters: int) -> list[tuple[int, int, int]]:
@@ -119,10 +143,11 @@ def _bands(inputs: tf.Tensor, filters: int) -> list[tuple[int, int, int]]:
     return [(image, r0, min(th, r0 + rows)) for image in range(n) for r0 in range(0, th, rows)]
 
 
-def _conv3x3_static(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
-    """`conv3x3` for inputs of static shape, without a loop (its gradient is `conv3x3_for_training`'s)."""
+def _conv3x3_static(inputs: tf.Tensor, kernels: list[tf.Tensor], adjoint: bool = False) -> tf.Tensor:
+    """`conv3x3` for inputs of static shape, without a loop, with the 16 transformed kernels as
+    (C, K) matrices, or (K, C) ones if `adjoint` (its gradient is `conv3x3_for_training`'s)."""
     n, h, w, channels = inputs.shape
-    filters = transformed.shape[2]
+    filters = kernels[0].shape[0 if adjoint else 1]
     th, tw = (h + 1) // 2, (w + 1) // 2
     input_filters = _training_input_filters(channels)
     with tf.control_dependencies([inputs]):  # allocated when the input exists, not when the step starts
@@ -132,7 +157,7 @@ def _conv3x3_static(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
             v = _tiles(inputs, image, r0, r1, tw, input_filters)
         first = image * 2 * th + 2 * r0
         y = tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + 2 * (r1 - r0)),
-                                     v=_pixels(tf.matmul(v, transformed), tw, filters))
+                                     v=_pixels(_products(v, kernels, adjoint), tw, filters))
     return tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
 
 
@@ -145,18 +170,17 @@ def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     input_filters = _training_input_filters(channels)
     if (2 * th, 2 * tw) != (h, w):
         dy = tf.pad(dy, [[0, 0], [0, 2 * th - h], [0, 2 * tw - w], [0, 0]])  # whole tiles
-    total = None
+    totals = None  # per tile position: (C, K)
     for image, r0, r1 in _bands(inputs, filters):
-        with tf.control_dependencies([dy if total is None else total]):  # in the backward pass, in turn
+        with tf.control_dependencies([dy] if totals is None else totals):  # in the backward pass, in turn
             v = _tiles(inputs, image, r0, r1, tw, input_filters)
         d = tf.reshape(dy[image, 2 * r0:2 * r1], [r1 - r0, 2, tw, 2, filters])
         a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
-        dm = tf.stack([c for r in a_dy
-                       for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])])
-        product = tf.matmul(v, tf.reshape(dm, [16, -1, filters]), transpose_a=True)  # (16, C, K)
-        total = product if total is None else total + product
+        dm = [c for r in a_dy for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])]
+        products = [tf.matmul(a, tf.reshape(b, [-1, filters]), transpose_a=True) for a, b in zip(v, dm)]
+        totals = products if totals is None else [t + p for t, p in zip(totals, products)]
     gt = tf.constant(_G.T, inputs.dtype)  # G^T over the first tile axis, then over the second
-    total = tf.reshape(tf.matmul(gt, tf.reshape(total, [4, -1])), [3, 4, -1])
+    total = tf.reshape(tf.matmul(gt, tf.reshape(tf.stack(totals), [4, -1])), [3, 4, -1])
     return tf.reshape(tf.matmul(tf.broadcast_to(gt, [3, 3, 4]), total), [3, 3, channels, filters])
 
 
@@ -173,12 +197,13 @@ def conv3x3_for_training(inputs: tf.Tensor, kernel: tf.Tensor):
     shape and a (3, 3, C, K) kernel, with Winograd gradients: the input gradient is the convolution
     of dy with the flipped, transposed kernel, and the kernel gradient is summed band by band."""
     with tf.control_dependencies([inputs]):
-        transformed = transform_kernel(kernel)
+        transformed = tf.unstack(transform_kernel(kernel))
 
     def grad(dy):
         with tf.control_dependencies([dy]):  # made in the backward pass, not held from the forward one
-            flipped = tf.transpose(tf.gather(transform_kernel(kernel), _FLIPPED_TILES), [0, 2, 1])
-        return _conv3x3_static(dy, flipped), _kernel_gradient(inputs, dy)
+            transformed = tf.unstack(transform_kernel(kernel))
+        flipped = [transformed[k] for k in _FLIPPED_TILES]
+        return _conv3x3_static(dy, flipped, adjoint=True), _kernel_gradient(inputs, dy)
 
     return _conv3x3_static(inputs, transformed), grad
 
@@ -194,17 +219,32 @@ def applies(layer: tf_keras.layers.Conv2D) -> bool:
     )
 
 
+def trains_by_winograd(layer: tf_keras.layers.Conv2D, input_shape: tf.TensorShape) -> bool:
+    """Whether a training call of `layer` on `input_shape` runs by Winograd: `applies`, a static
+    NHWC shape (as in a training step), and work enough to pay for the transforms (at least
+    `TRAINING_MIN_CHANNELS` on either side and `TRAINING_MIN_TILES` output tiles)."""
+    if not (applies(layer) and input_shape.rank == 4 and input_shape.is_fully_defined()):
+        return False
+    n, h, w, channels = input_shape
+    return (min(channels, layer.filters) >= TRAINING_MIN_CHANNELS
+            and n * ((h + 1) // 2) * ((w + 1) // 2) >= TRAINING_MIN_TILES)
+
+
 @serializable
 class WinogradConv2D(tf_keras.layers.Conv2D):
-    """Keras' Conv2D that trains by Winograd (`conv3x3_for_training`) where `applies` and the input
-    shape is static, as in a training step: the necks' 3x3 convolutions. Other calls are Conv2D's:
-    inference (`inference.inference_function` runs these layers by Winograd too), exports, and
-    inputs of unknown size."""
+    """Keras' Conv2D that trains by Winograd (`conv3x3_for_training`) where `trains_by_winograd`:
+    the necks' 3x3 convolutions. Other calls are Conv2D's: inference (`inference.inference_function`
+    runs these layers by Winograd too), exports, inputs of unknown size and small layers."""
 
     def call(self, inputs: tf.Tensor, training=None) -> tf.Tensor:
-        if not (training is True and applies(self) and inputs.shape.rank == 4 and inputs.shape.is_fully_defined()):
+        if not (training is True and trains_by_winograd(self, inputs.shape)):
             return super().call(inputs)
         outputs = conv3x3_for_training(inputs, tf.convert_to_tensor(self.kernel))
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, self.bias)
         return outputs if self.activation is None else self.activation(outputs)
+
+
+def conv_class(kernel_size: int, strides: int = 1) -> type[tf_keras.layers.Conv2D]:
+    """The class of a neck's convolution: `WinogradConv2D` for 3x3 stride 1, else Conv2D."""
+    return WinogradConv2D if (kernel_size, strides) == (3, 1) else tf_keras.layers.Conv2D

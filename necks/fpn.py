@@ -4,7 +4,7 @@ from __future__ import annotations
 import tf_keras
 
 from convnext_tf.backbones.layers import serializable
-from convnext_tf.backbones.winograd import WinogradConv2D
+from convnext_tf.backbones.winograd import conv_class
 
 from .ops import PyramidModel, ResizeLike, pyramid_inputs
 
@@ -46,7 +46,7 @@ class FPN(PyramidModel):
         inputs = pyramid_inputs(input_specs, levels)
 
         def conv(x, kernel, name, strides=1):
-            x = (WinogradConv2D if (kernel, strides) == (3, 1) else tf_keras.layers.Conv2D)(  # see WinogradConv2D
+            x = conv_class(kernel, strides)(
                 num_filters, kernel, strides=strides, padding="same", use_bias=not use_norm,
                 kernel_regularizer=kernel_regularizer, name=name,
             )(x)

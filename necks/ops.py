@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 from convnext_tf.backbones.layers import serializable
-from convnext_tf.backbones.winograd import WinogradConv2D
+from convnext_tf.backbones.winograd import conv_class
 
 
 def conv_bn_relu(
@@ -16,8 +16,8 @@ def conv_bn_relu(
     kernel_regularizer: tf_keras.regularizers.Regularizer | None = None,
 ) -> tf.Tensor:
     """mmseg's ConvModule: convolution without bias ('same' padding), BatchNorm, ReLU. 3x3
-    convolutions train by Winograd (`WinogradConv2D`)."""
-    x = (WinogradConv2D if kernel_size == 3 else tf_keras.layers.Conv2D)(
+    convolutions train by Winograd where it pays (`winograd.WinogradConv2D`)."""
+    x = conv_class(kernel_size)(
         filters, kernel_size, padding="same", use_bias=False, kernel_regularizer=kernel_regularizer,
         name=f"{name}.conv",
     )(x)

@@ -108,32 +108,44 @@ def test_winograd_training_convolution_and_gradients_equal_the_direct_ones(n, h,
             assert a.shape == b.shape and np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), name
 
 
-def test_winograd_conv2d_trains_by_winograd_on_static_shapes_only():
+def test_winograd_conv2d_trains_by_winograd_on_large_static_shapes_only(monkeypatch):
     layer = winograd.WinogradConv2D(4, 3, padding="same")
-    x = np.random.default_rng(0).standard_normal((2, 9, 7, 6)).astype(np.float32)
-    np.testing.assert_allclose(layer(x, training=True), layer(x), atol=1e-5)
+    x = np.random.default_rng(0).standard_normal((2, 9, 7, 10)).astype(np.float32)
 
     def graph(spec, training):
         return tf.function(lambda x: layer(x, training=training)).get_concrete_function(spec).graph
 
-    static = graph(tf.TensorSpec((2, 9, 7, 6)), True)
+    # too few channels and tiles for the transforms to pay: the direct convolution
+    assert "Conv2D" in [op.type for op in graph(tf.TensorSpec((2, 9, 7, 10)), True).get_operations()]
+    large = winograd.WinogradConv2D(512, 3, padding="same")  # the bounds: 512 channels, 512 tiles
+    assert [winograd.trains_by_winograd(large, tf.TensorShape(shape)) for shape in (
+        (2, 32, 32, 512), (2, 31, 31, 512), (2, 30, 30, 512), (2, 32, 32, 256))] == [True, True, False, False]
+    # minimal bounds below: this small layer as if it were large
+    monkeypatch.setattr(winograd, "TRAINING_MIN_CHANNELS", 4)
+    monkeypatch.setattr(winograd, "TRAINING_MIN_TILES", 2 * 5 * 4)
+    np.testing.assert_allclose(layer(x, training=True), layer(x), atol=1e-5)
+    static = graph(tf.TensorSpec((2, 9, 7, 10)), True)
     assert "Conv2D" not in [op.type for op in static.get_operations()]
-    # one depthwise input transform per band; its filters are a captured input, not a graph constant
-    # (oneDNN keeps a reordered copy of a constant filter in every op that reads it)
+    # 16 depthwise input transforms per band; their filters are captured inputs, not graph constants
+    # (oneDNN keeps a reordered copy of a constant filter in every op that reads it; TensorFlow
+    # captures eager tensors of up to 128 values as constants, hence 10 channels here)
     transforms = [op for op in static.get_operations() if op.type == "DepthwiseConv2dNative"]
     assert transforms and all(op.inputs[1].op.type == "Placeholder" for op in transforms)
-    for spec, training in ((tf.TensorSpec((None, 9, 7, 6)), True), (tf.TensorSpec((2, 9, 7, 6)), False)):
+    for spec, training in ((tf.TensorSpec((None, 9, 7, 10)), True), (tf.TensorSpec((2, 9, 7, 10)), False),
+                           (tf.TensorSpec((1, 9, 7, 10)), True)):  # (batch 1: too few tiles)
         assert "Conv2D" in [op.type for op in graph(spec, training).get_operations()]
     tf_keras.mixed_precision.set_global_policy("mixed_bfloat16")
     mixed = winograd.WinogradConv2D(4, 3, padding="same")
-    mixed.build((2, 9, 7, 6))
+    mixed.build((2, 9, 7, 10))
     assert "Conv2D" in [op.type for op in tf.function(lambda x: mixed(x, training=True)).get_concrete_function(
-        tf.TensorSpec((2, 9, 7, 6))).graph.get_operations()]
+        tf.TensorSpec((2, 9, 7, 10))).graph.get_operations()]
 
 
-def test_upernet_training_gradients_equal_pytorch_autograd():
+def test_upernet_training_gradients_equal_pytorch_autograd(monkeypatch):
     """A training step of UperNet with its auxiliary head (batch statistics in BatchNorm) has
-    PyTorch autograd's gradients."""
+    PyTorch autograd's gradients, its 3x3 convolutions computed by Winograd."""
+    monkeypatch.setattr(winograd, "TRAINING_MIN_CHANNELS", 1)  # small layers as if they were large
+    monkeypatch.setattr(winograd, "TRAINING_MIN_TILES", 1)
     ref = hf_upernet("convnextv2_atto").train()
     model = build_segmentation_model(ConvNeXtBackbone("atto", "v2"), 5, channels=64, aux_channels=32,
                                      dropout_rate=0.0)  # HF's heads have no dropout
