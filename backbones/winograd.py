@@ -18,9 +18,9 @@ memory is bounded at any resolution.
 Inference (`conv3x3`, kernels transformed once by `inference.inference_function`) loops over the
 bands of inputs of any size. Training (`conv3x3_for_training`, used by `WinogradConv2D`, the
 necks' 3x3 layer, where `trains_by_winograd`) unrolls the bands of an input of static shape, one
-after another, and has Winograd gradients: the input gradient is the convolution of dy with the flipped, transposed
-kernel, and the kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G` recomputes each band's
-tiles V in the backward pass instead of keeping them.
+after another, and has Winograd gradients: the input gradient is the convolution of dy with the
+flipped, transposed kernel, and the kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G`
+recomputes each band's tiles V in the backward pass instead of keeping them.
 """
 from __future__ import annotations
 
