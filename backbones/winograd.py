@@ -2,9 +2,12 @@
 tile and channel pair instead of 36 (Lavin and Gray, 2016), in inference and in training.
 
 Each 2x2 output tile Y comes from a 4x4 input tile d: `Y = A^T [sum over input channels of
-(B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops, for each of
-the 16 tile positions: the input transform is a stride-2 depthwise convolution with a fixed 4x4
-filter, the channel sums are a matmul (tiles x C by C x K), and the output transform is adds. In
+(B^T d B) * U] A`, with `U = G g G^T` the transformed kernel g. In TensorFlow ops: the input
+transform is adds, giving 16 (tiles, C) matrices, one per tile position; the channel sums are 16
+matmuls (tiles x C by C x K); the output transform is adds. For inputs of static shape both
+transforms are XLA-compiled loops, compiled once per band shape; for inputs of varying size, where
+that would mean a compile for every new size, the input transform is 16 stride-2 depthwise
+convolutions with fixed 4x4 filters (2-3x slower) and the output transform TensorFlow's ops. In
 float32 on CPU this is 2-2.9x faster than TensorFlow's direct convolution on UperNet's 3x3 layers
 (2048 -> 512 at 128x128 down to 2816 -> 512 at 16x16); in bfloat16 oneDNN's direct (AMX)
 convolution is the faster one, so only float32 layers use it (`applies`). Rounding: about 3e-6 of
@@ -24,28 +27,26 @@ recomputes each band's tiles V in the backward pass instead of keeping them.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from convnext_tf.backbones.layers import gpu_present, serializable
 
-BAND_FLOATS = 1 << 23  # transformed values per band: 8 M (32 MiB in float32)
+BAND_FLOATS = 1 << 25  # transformed values per band: 32 M (128 MiB in float32)
 
 _BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float32)  # input transform B^T
 _G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], np.float32)  # kernel transform G
 # the output transform A^T = [[1, 1, 1, 0], [0, 1, -1, -1]] and its transpose are written out as adds
-_INPUT_FILTERS = np.einsum("ia,jb->abij", _BT, _BT).reshape(4, 4, 1, 16)  # (i, j): B^T[i, a] B^T[j, b]
 
 # Winograd pays in training on large layers only (measured on 2 cores, forward and both gradients,
-# batch 2): with 256 channels the transforms cost about what they save (0.47-0.91x from 16x16 to
-# 128x128), and on few tiles each call's kernel work (the transforms, the flipped kernel, the
-# kernel gradient's sums) outweighs the gain (2816 -> 512 at 16x16: 0.77x); 512 -> 512 at 32x32
-# gains 1.12x, 2048 -> 512 at 64x64 1.61x. `trains_by_winograd` applies these bounds.
-TRAINING_MIN_CHANNELS = 512  # min(C, K)
-TRAINING_MIN_TILES = 512  # 2x2 output tiles of the whole batch (batch 2 at 32x32)
+# batch 2, direct / Winograd): with 128 channels it loses (0.51x at 8x8 to 0.88x at 64x64); the
+# transforms and each call's kernel work (the kernel transforms, the kernel gradient's sums) need
+# both channels and tiles: 256 -> 256 at 16x16 0.73x but at 32x32 1.10x and at 128x128 1.45x,
+# 512 -> 512 at 8x8 0.56x but at 16x16 1.09x, 2048 -> 512 at 8x8 0.90x, 2816 -> 512 at 16x16 1.41x.
+# `trains_by_winograd` applies these bounds.
+TRAINING_MIN_CHANNELS = 256  # min(C, K)
+TRAINING_MIN_TILE_CHANNELS = 1 << 16  # 2x2 output tiles of the whole batch x min(C, K)
 
 
 def transform_kernel(kernel: tf.Tensor) -> tf.Tensor:
@@ -58,28 +59,47 @@ def transform_kernel(kernel: tf.Tensor) -> tf.Tensor:
     return tf.reshape(tf.matmul(tf.broadcast_to(g, [4, 4, 3]), rows), [16, kernel.shape[2], kernel.shape[3]])
 
 
-def _input_filters(channels: int) -> list[np.ndarray]:
-    """The input transform's depthwise filters: one (4, 4, C, 1) per tile position."""
-    return [np.tile(_INPUT_FILTERS[..., k:k + 1], (1, 1, channels, 1)) for k in range(16)]
-
-
 def _band_rows(tw, channels: int, filters: int):
     """Tile rows per band: at most `BAND_FLOATS` transformed values on either side of the matmul."""
     return BAND_FLOATS // (tw * 16 * max(channels, filters))
 
 
-def _tiles(inputs: tf.Tensor, image, r0, r1, tw, input_filters: list[tf.Tensor]) -> list[tf.Tensor]:
-    """The transformed 4x4 input tiles `B^T d B` of tile rows r0..r1 of one image of NHWC `inputs`
-    with tw tiles per row (zero-padded here: the 'same' padding of this band only), as 16 (tiles, C)
-    matrices, one per tile position: 16 depthwise convolutions of one filter per channel run 1.6x
-    faster than one of 16 filters per channel, and need no transpose after."""
+def _rows_transform(x: tf.Tensor, axis: int) -> list[tf.Tensor]:
+    """The input transform `_BT` along `axis` (1: rows, 2: columns) of 4-row windows at stride 2,
+    written out as adds: four outputs, one per row of B^T."""
+    s = [x[:, k:k - 3 or None:2] if axis == 1 else x[:, :, k:k - 3 or None:2] for k in range(4)]
+    return [s[0] - s[2], s[1] + s[2], s[2] - s[1], s[1] - s[3]]
+
+
+@tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)])
+def _compiled_input_transform(d: tf.Tensor) -> list[tf.Tensor]:
+    """`B^T d B` of each 4x4 tile at stride 2 of a zero-padded band d (1, 2 rows + 2, 2 tw + 2, C),
+    as 16 (tiles, C) matrices, one per tile position (i, j) at 4 i + j: one fused XLA loop of adds,
+    2-3x faster than depthwise convolutions (which multiply by B's zeros), compiled per band shape."""
+    return [tf.reshape(c, [-1, tf.shape(d)[-1]]) for r in _rows_transform(d, 1) for c in _rows_transform(r, 2)]
+
+
+def _depthwise_filters(channels: int) -> list[tf.Tensor]:
+    """The input transform as depthwise filters, one (4, 4, C, 1) per tile position (i, j):
+    B^T[i, a] B^T[j, b] at (a, b)."""
+    return [tf.constant(np.tile(np.outer(_BT[i], _BT[j])[:, :, None, None], (1, 1, channels, 1)))
+            for i in range(4) for j in range(4)]
+
+
+def _tiles(inputs: tf.Tensor, image, r0, r1, tw, depthwise: list[tf.Tensor] | None = None) -> list[tf.Tensor]:
+    """The transformed 4x4 input tiles of tile rows r0..r1 of one image of NHWC `inputs` with tw
+    tiles per row (zero-padded here: the 'same' padding of this band only), as 16 (tiles, C)
+    matrices: by `_compiled_input_transform`, or by depthwise convolutions with the `depthwise`
+    filters (`_depthwise_filters`), which need no compile for each new shape."""
     h, w = tf.shape(inputs)[1], tf.shape(inputs)[2]
     start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
     top = start - (2 * r0 - 1)
     d = tf.pad(inputs[image:image + 1, start:end],
                [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
+    if depthwise is None:
+        return [tf.ensure_shape(v, [None, inputs.shape[-1]]) for v in _compiled_input_transform(d)]
     return [tf.reshape(tf.nn.depthwise_conv2d(d, f, [1, 2, 2, 1], "VALID"), [-1, inputs.shape[-1]])
-            for f in input_filters]
+            for f in depthwise]
 
 
 def _products(v: list[tf.Tensor], kernels: list[tf.Tensor], adjoint: bool = False) -> list[tf.Tensor]:
@@ -88,13 +108,25 @@ def _products(v: list[tf.Tensor], kernels: list[tf.Tensor], adjoint: bool = Fals
     return [tf.matmul(a, b, transpose_b=adjoint) for a, b in zip(v, kernels)]
 
 
-def _pixels(m: list[tf.Tensor], tw, filters: int) -> tf.Tensor:
-    """The output transform `A^T M A` of 16 (tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
-    m = [tf.reshape(t, [-1, tw, filters]) for t in m]  # m[4 i + j]: tile position (i, j)
+def _output_transform(m: list[tf.Tensor]) -> tf.Tensor:
+    """`A^T M A` of 16 (rows, tw, K) products, m[4 i + j] at tile position (i, j): (2 rows, 2 tw, K)
+    pixels."""
     at_m = [[m[j] + m[4 + j] + m[8 + j] for j in range(4)],  # A^T M, then (A^T M) A below
             [m[4 + j] - m[8 + j] - m[12 + j] for j in range(4)]]
     pixels = tf.stack([tf.stack([r[0] + r[1] + r[2], r[1] - r[2] - r[3]], axis=2) for r in at_m], axis=1)
-    return tf.reshape(pixels, [-1, 2 * tw, filters])  # (rows, 2, tw, 2, K) -> pixel rows
+    shape = tf.shape(m[0])
+    return tf.reshape(pixels, [-1, 2 * shape[1], shape[2]])  # (rows, 2, tw, 2, K) -> pixel rows
+
+
+# one fused XLA loop, 1.5x faster than TensorFlow's adds and stacks; compiled per band shape
+_compiled_output_transform = tf.function(
+    _output_transform, jit_compile=True, input_signature=[[tf.TensorSpec([None, None, None], tf.float32)] * 16])
+
+
+def _pixels(m: list[tf.Tensor], tw, filters: int, compiled: bool) -> tf.Tensor:
+    """The output transform of 16 (tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
+    transform = _compiled_output_transform if compiled else _output_transform
+    return tf.ensure_shape(transform([tf.reshape(t, [-1, tw, filters]) for t in m]), [None, None, filters])
 
 
 def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
@@ -104,7 +136,11 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(inputs)
     n, h, w = shape[0], shape[1], shape[2]
     th, tw = (h + 1) // 2, (w + 1) // 2  # output tiles; odd sizes get one padded row / column
-    input_filters = [tf.constant(f, inputs.dtype) for f in _input_filters(channels)]
+    # XLA compiles the transforms once per band shape: for a static input shape (as in a function
+    # traced for one size) once; for inputs of varying size depthwise convolutions, not a compile
+    # for every new size (about 0.3 s per layer)
+    static = inputs.shape.is_fully_defined()
+    depthwise = None if static else _depthwise_filters(channels)
     kernels = tf.unstack(transformed)
     per_band = tf.maximum(1, _band_rows(tw, channels, filters))
     bands = (th + per_band - 1) // per_band  # per image
@@ -113,7 +149,7 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
         """Band i's output pixels, written into y in place."""
         image, r0 = i // bands, (i % bands) * per_band
         r1 = tf.minimum(th, r0 + per_band)
-        pixels = _pixels(_products(_tiles(inputs, image, r0, r1, tw, input_filters), kernels), tw, filters)
+        pixels = _pixels(_products(_tiles(inputs, image, r0, r1, tw, depthwise), kernels), tw, filters, static)
         first = image * 2 * th + 2 * r0
         return i + 1, tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)
 
@@ -126,14 +162,6 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
 
 
 # Training: static shapes, the bands unrolled and chained by control dependencies, one at a time.
-
-@functools.lru_cache(maxsize=None)
-def _training_input_filters(channels: int) -> list[tf.Tensor]:
-    """The input transform's depthwise filters as eager tensors that a traced step captures: as
-    graph constants, oneDNN would cache a reordered copy in each band's ops (about 16 MB each)."""
-    with tf.init_scope():
-        return [tf.constant(f) for f in _input_filters(channels)]
-
 
 def _bands(inputs: tf.Tensor, filters: int) -> list[tuple[int, int, int]]:
     """(image, first tile row, end tile row) of each band of static NHWC `inputs`."""
@@ -149,15 +177,14 @@ def _conv3x3_static(inputs: tf.Tensor, kernels: list[tf.Tensor], adjoint: bool =
     n, h, w, channels = inputs.shape
     filters = kernels[0].shape[0 if adjoint else 1]
     th, tw = (h + 1) // 2, (w + 1) // 2
-    input_filters = _training_input_filters(channels)
     with tf.control_dependencies([inputs]):  # allocated when the input exists, not when the step starts
         y = tf.raw_ops.Empty(shape=[n * 2 * th, 2 * tw, filters], dtype=inputs.dtype)
     for image, r0, r1 in _bands(inputs, filters):
         with tf.control_dependencies([y]):  # after the previous band
-            v = _tiles(inputs, image, r0, r1, tw, input_filters)
+            v = _tiles(inputs, image, r0, r1, tw)
         first = image * 2 * th + 2 * r0
         y = tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + 2 * (r1 - r0)),
-                                     v=_pixels(_products(v, kernels, adjoint), tw, filters))
+                                     v=_pixels(_products(v, kernels, adjoint), tw, filters, True))
     return tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
 
 
@@ -167,13 +194,12 @@ def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     n, h, w, channels = inputs.shape
     filters = dy.shape[-1]
     th, tw = (h + 1) // 2, (w + 1) // 2
-    input_filters = _training_input_filters(channels)
     if (2 * th, 2 * tw) != (h, w):
         dy = tf.pad(dy, [[0, 0], [0, 2 * th - h], [0, 2 * tw - w], [0, 0]])  # whole tiles
     totals = None  # per tile position: (C, K)
     for image, r0, r1 in _bands(inputs, filters):
         with tf.control_dependencies([dy] if totals is None else totals):  # in the backward pass, in turn
-            v = _tiles(inputs, image, r0, r1, tw, input_filters)
+            v = _tiles(inputs, image, r0, r1, tw)
         d = tf.reshape(dy[image, 2 * r0:2 * r1], [r1 - r0, 2, tw, 2, filters])
         a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
         dm = [c for r in a_dy for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])]
@@ -222,12 +248,14 @@ def applies(layer: tf_keras.layers.Conv2D) -> bool:
 def trains_by_winograd(layer: tf_keras.layers.Conv2D, input_shape: tf.TensorShape) -> bool:
     """Whether a training call of `layer` on `input_shape` runs by Winograd: `applies`, a static
     NHWC shape (as in a training step), and work enough to pay for the transforms (at least
-    `TRAINING_MIN_CHANNELS` on either side and `TRAINING_MIN_TILES` output tiles)."""
+    `TRAINING_MIN_CHANNELS` on either side, and output tiles x those channels at least
+    `TRAINING_MIN_TILE_CHANNELS`)."""
     if not (applies(layer) and input_shape.rank == 4 and input_shape.is_fully_defined()):
         return False
     n, h, w, channels = input_shape
-    return (min(channels, layer.filters) >= TRAINING_MIN_CHANNELS
-            and n * ((h + 1) // 2) * ((w + 1) // 2) >= TRAINING_MIN_TILES)
+    narrow = min(channels, layer.filters)
+    return (narrow >= TRAINING_MIN_CHANNELS
+            and n * ((h + 1) // 2) * ((w + 1) // 2) * narrow >= TRAINING_MIN_TILE_CHANNELS)
 
 
 @serializable

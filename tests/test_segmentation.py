@@ -82,11 +82,27 @@ def test_winograd_convolution_equals_the_direct_one(n, h, w, winograd_bands):
     x = rng.standard_normal((n, h, w, 6)).astype(np.float32)
     kernel = rng.standard_normal((3, 3, 6, 4)).astype(np.float32)
     want = tf.nn.conv2d(x, kernel, 1, "SAME").numpy()
-    for conv in (winograd.conv3x3, tf.function(winograd.conv3x3, reduce_retracing=True)):
+    varying = tf.function(winograd.conv3x3, input_signature=[tf.TensorSpec((None, None, None, 6)),
+                                                               tf.TensorSpec((16, 6, 4))])
+    for conv in (winograd.conv3x3, tf.function(winograd.conv3x3, reduce_retracing=True), varying):
         got = conv(tf.constant(x), winograd.transform_kernel(kernel)).numpy()
         assert got.shape == want.shape and np.max(np.abs(got - want)) <= 1e-5 * np.max(np.abs(want))
     with pytest.raises(ValueError, match=r"\(3, 3, C, K\) kernel; got shape \(5, 5, 6, 4\)"):
         winograd.transform_kernel(np.zeros((5, 5, 6, 4), np.float32))
+
+
+def _called_functions(graph) -> str:
+    return " ".join(f.signature.name for f in graph.as_graph_def().library.function)
+
+
+def test_winograd_transforms_are_xla_compiled_for_static_shapes_only():
+    """XLA compiles once per shape: inputs of varying size take depthwise convolutions instead."""
+    conv = tf.function(winograd.conv3x3)
+    static = conv.get_concrete_function(tf.TensorSpec((2, 9, 7, 6)), tf.TensorSpec((16, 6, 4)))
+    varying = conv.get_concrete_function(tf.TensorSpec((2, None, None, 6)), tf.TensorSpec((16, 6, 4)))
+    assert "_compiled_input_transform" in _called_functions(static.graph)
+    assert "_compiled_input_transform" not in _called_functions(varying.graph)
+    assert "DepthwiseConv2dNative" in [n.op for f in varying.graph.as_graph_def().library.function for n in f.node_def]
 
 
 @pytest.mark.parametrize("n,h,w", WINOGRAD_SIZES)
@@ -117,20 +133,17 @@ def test_winograd_conv2d_trains_by_winograd_on_large_static_shapes_only(monkeypa
 
     # too few channels and tiles for the transforms to pay: the direct convolution
     assert "Conv2D" in [op.type for op in graph(tf.TensorSpec((2, 9, 7, 10)), True).get_operations()]
-    large = winograd.WinogradConv2D(512, 3, padding="same")  # the bounds: 512 channels, 512 tiles
+    large = winograd.WinogradConv2D(512, 3, padding="same")  # the bounds: 256 channels, 2^16 tiles x channels
     assert [winograd.trains_by_winograd(large, tf.TensorShape(shape)) for shape in (
-        (2, 32, 32, 512), (2, 31, 31, 512), (2, 30, 30, 512), (2, 32, 32, 256))] == [True, True, False, False]
+        (2, 16, 16, 512), (2, 15, 15, 512), (2, 14, 14, 512), (2, 32, 32, 256), (2, 16, 16, 256),
+        (2, 64, 64, 128))] == [True, True, False, True, False, False]
     # minimal bounds below: this small layer as if it were large
     monkeypatch.setattr(winograd, "TRAINING_MIN_CHANNELS", 4)
-    monkeypatch.setattr(winograd, "TRAINING_MIN_TILES", 2 * 5 * 4)
+    monkeypatch.setattr(winograd, "TRAINING_MIN_TILE_CHANNELS", 2 * 5 * 4 * 4)
     np.testing.assert_allclose(layer(x, training=True), layer(x), atol=1e-5)
     static = graph(tf.TensorSpec((2, 9, 7, 10)), True)
     assert "Conv2D" not in [op.type for op in static.get_operations()]
-    # 16 depthwise input transforms per band; their filters are captured inputs, not graph constants
-    # (oneDNN keeps a reordered copy of a constant filter in every op that reads it; TensorFlow
-    # captures eager tensors of up to 128 values as constants, hence 10 channels here)
-    transforms = [op for op in static.get_operations() if op.type == "DepthwiseConv2dNative"]
-    assert transforms and all(op.inputs[1].op.type == "Placeholder" for op in transforms)
+    assert "_compiled_input_transform" in _called_functions(static)  # the XLA transforms
     for spec, training in ((tf.TensorSpec((None, 9, 7, 10)), True), (tf.TensorSpec((2, 9, 7, 10)), False),
                            (tf.TensorSpec((1, 9, 7, 10)), True)):  # (batch 1: too few tiles)
         assert "Conv2D" in [op.type for op in graph(spec, training).get_operations()]
@@ -145,7 +158,7 @@ def test_upernet_training_gradients_equal_pytorch_autograd(monkeypatch):
     """A training step of UperNet with its auxiliary head (batch statistics in BatchNorm) has
     PyTorch autograd's gradients, its 3x3 convolutions computed by Winograd."""
     monkeypatch.setattr(winograd, "TRAINING_MIN_CHANNELS", 1)  # small layers as if they were large
-    monkeypatch.setattr(winograd, "TRAINING_MIN_TILES", 1)
+    monkeypatch.setattr(winograd, "TRAINING_MIN_TILE_CHANNELS", 1)
     ref = hf_upernet("convnextv2_atto").train()
     model = build_segmentation_model(ConvNeXtBackbone("atto", "v2"), 5, channels=64, aux_channels=32,
                                      dropout_rate=0.0)  # HF's heads have no dropout
