@@ -23,7 +23,8 @@ bands of inputs of any size. Training (`conv3x3_for_training`, used by `Winograd
 necks' 3x3 layer, where `trains_by_winograd`) unrolls the bands of an input of static shape, one
 after another, and has Winograd gradients: the input gradient is the convolution of dy with the
 flipped, transposed kernel, and the kernel gradient `G^T [sum over tiles of V^T (A dY A^T)] G`
-recomputes each band's tiles V in the backward pass instead of keeping them.
+recomputes each band's tiles V in the backward pass instead of keeping them (its `A dY A^T` is an
+XLA-compiled loop as well).
 """
 from __future__ import annotations
 
@@ -86,20 +87,20 @@ def _depthwise_filters(channels: int) -> list[tf.Tensor]:
             for i in range(4) for j in range(4)]
 
 
-def _tiles(inputs: tf.Tensor, image, r0, r1, tw, depthwise: list[tf.Tensor] | None = None) -> list[tf.Tensor]:
+def _tiles(inputs: tf.Tensor, image, r0, r1, tw, compiled: bool = True) -> list[tf.Tensor]:
     """The transformed 4x4 input tiles of tile rows r0..r1 of one image of NHWC `inputs` with tw
     tiles per row (zero-padded here: the 'same' padding of this band only), as 16 (tiles, C)
-    matrices: by `_compiled_input_transform`, or by depthwise convolutions with the `depthwise`
-    filters (`_depthwise_filters`), which need no compile for each new shape."""
+    matrices: by `_compiled_input_transform`, or (not `compiled`) by depthwise convolutions with
+    `_depthwise_filters`, which need no compile for each new shape."""
     h, w = tf.shape(inputs)[1], tf.shape(inputs)[2]
     start, end = tf.maximum(0, 2 * r0 - 1), tf.minimum(h, 2 * r1 + 1)  # input rows 2 r0 - 1 .. 2 r1
     top = start - (2 * r0 - 1)
     d = tf.pad(inputs[image:image + 1, start:end],
                [[0, 0], [top, 2 * (r1 - r0) + 2 - top - (end - start)], [1, 2 * tw - w + 1], [0, 0]])
-    if depthwise is None:
+    if compiled:
         return [tf.ensure_shape(v, [None, inputs.shape[-1]]) for v in _compiled_input_transform(d)]
     return [tf.reshape(tf.nn.depthwise_conv2d(d, f, [1, 2, 2, 1], "VALID"), [-1, inputs.shape[-1]])
-            for f in depthwise]
+            for f in _depthwise_filters(inputs.shape[-1])]
 
 
 def _products(v: list[tf.Tensor], kernels: list[tf.Tensor], adjoint: bool = False) -> list[tf.Tensor]:
@@ -123,7 +124,7 @@ _compiled_output_transform = tf.function(
     _output_transform, jit_compile=True, input_signature=[[tf.TensorSpec([None, None, None], tf.float32)] * 16])
 
 
-def _pixels(m: list[tf.Tensor], tw, filters: int, compiled: bool) -> tf.Tensor:
+def _pixels(m: list[tf.Tensor], tw, filters: int, compiled: bool = True) -> tf.Tensor:
     """The output transform of 16 (tiles, K) products: (2 tile rows, 2 tw, K) pixels."""
     transform = _compiled_output_transform if compiled else _output_transform
     return tf.ensure_shape(transform([tf.reshape(t, [-1, tw, filters]) for t in m]), [None, None, filters])
@@ -140,7 +141,6 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
     # traced for one size) once; for inputs of varying size depthwise convolutions, not a compile
     # for every new size (about 0.3 s per layer)
     static = inputs.shape.is_fully_defined()
-    depthwise = None if static else _depthwise_filters(channels)
     kernels = tf.unstack(transformed)
     per_band = tf.maximum(1, _band_rows(tw, channels, filters))
     bands = (th + per_band - 1) // per_band  # per image
@@ -149,7 +149,7 @@ def conv3x3(inputs: tf.Tensor, transformed: tf.Tensor) -> tf.Tensor:
         """Band i's output pixels, written into y in place."""
         image, r0 = i // bands, (i % bands) * per_band
         r1 = tf.minimum(th, r0 + per_band)
-        pixels = _pixels(_products(_tiles(inputs, image, r0, r1, tw, depthwise), kernels), tw, filters, static)
+        pixels = _pixels(_products(_tiles(inputs, image, r0, r1, tw, static), kernels), tw, filters, static)
         first = image * 2 * th + 2 * r0
         return i + 1, tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + tf.shape(pixels)[0]), v=pixels)
 
@@ -184,8 +184,19 @@ def _conv3x3_static(inputs: tf.Tensor, kernels: list[tf.Tensor], adjoint: bool =
             v = _tiles(inputs, image, r0, r1, tw)
         first = image * 2 * th + 2 * r0
         y = tf.raw_ops.InplaceUpdate(x=y, i=tf.range(first, first + 2 * (r1 - r0)),
-                                     v=_pixels(_products(v, kernels, adjoint), tw, filters, True))
+                                     v=_pixels(_products(v, kernels, adjoint), tw, filters))
     return tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
+
+
+@tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
+def _compiled_gradient_transform(dy: tf.Tensor) -> list[tf.Tensor]:
+    """`A dY A^T` (the adjoint of the output transform) of each 2x2 tile of dy (2 rows, 2 tw, K),
+    as 16 (tiles, K) matrices, one per tile position: one fused XLA loop, compiled per band shape."""
+    shape = tf.shape(dy)
+    d = tf.reshape(dy, [shape[0] // 2, 2, shape[1] // 2, 2, shape[2]])
+    a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
+    return [tf.reshape(c, [-1, shape[2]])
+            for r in a_dy for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])]
 
 
 def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
@@ -200,10 +211,8 @@ def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     for image, r0, r1 in _bands(inputs, filters):
         with tf.control_dependencies([dy] if totals is None else totals):  # in the backward pass, in turn
             v = _tiles(inputs, image, r0, r1, tw)
-        d = tf.reshape(dy[image, 2 * r0:2 * r1], [r1 - r0, 2, tw, 2, filters])
-        a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
-        dm = [c for r in a_dy for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])]
-        products = [tf.matmul(a, tf.reshape(b, [-1, filters]), transpose_a=True) for a, b in zip(v, dm)]
+        dm = _compiled_gradient_transform(dy[image, 2 * r0:2 * r1])
+        products = [tf.matmul(a, tf.ensure_shape(b, [None, filters]), transpose_a=True) for a, b in zip(v, dm)]
         totals = products if totals is None else [t + p for t, p in zip(totals, products)]
     gt = tf.constant(_G.T, inputs.dtype)  # G^T over the first tile axis, then over the second
     total = tf.reshape(tf.matmul(gt, tf.reshape(tf.stack(totals), [4, -1])), [3, 4, -1])

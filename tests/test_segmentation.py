@@ -118,10 +118,13 @@ def test_winograd_training_convolution_and_gradients_equal_the_direct_ones(n, h,
         return (y, *tape.gradient(y, [x, kernel], output_gradients=tf.constant(dy)))
 
     want = output_and_gradients(lambda x, k: tf.nn.conv2d(x, k, 1, "SAME"), tf.constant(x))
-    for run in (output_and_gradients, tf.function(output_and_gradients)):
+    traced = tf.function(output_and_gradients)
+    for run in (output_and_gradients, traced):
         got = run(winograd.conv3x3_for_training, tf.constant(x))
         for name, a, b in zip(("output", "input gradient", "kernel gradient"), got, want):
             assert a.shape == b.shape and np.max(np.abs(a - b)) <= 1e-5 * np.max(np.abs(b)), name
+    called = _called_functions(traced.get_concrete_function(winograd.conv3x3_for_training, tf.constant(x)).graph)
+    assert "_compiled_input_transform" in called and "_compiled_gradient_transform" in called  # XLA loops
 
 
 def test_winograd_conv2d_trains_by_winograd_on_large_static_shapes_only(monkeypatch):
