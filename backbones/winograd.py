@@ -188,15 +188,19 @@ def _conv3x3_static(inputs: tf.Tensor, kernels: list[tf.Tensor], adjoint: bool =
     return tf.reshape(y, [n, 2 * th, 2 * tw, filters])[:, :h, :w]
 
 
+def _a_rows(first: tf.Tensor, second: tf.Tensor) -> list[tf.Tensor]:
+    """A (4 x 2) applied to the two rows (or columns) of 2x2 tiles: four outputs, one per row of A."""
+    return [first, first + second, first - second, -second]
+
+
 @tf.function(jit_compile=True, input_signature=[tf.TensorSpec([None, None, None], tf.float32)])
 def _compiled_gradient_transform(dy: tf.Tensor) -> list[tf.Tensor]:
     """`A dY A^T` (the adjoint of the output transform) of each 2x2 tile of dy (2 rows, 2 tw, K),
     as 16 (tiles, K) matrices, one per tile position: one fused XLA loop, compiled per band shape."""
     shape = tf.shape(dy)
     d = tf.reshape(dy, [shape[0] // 2, 2, shape[1] // 2, 2, shape[2]])
-    a_dy = [d[:, 0], d[:, 0] + d[:, 1], d[:, 0] - d[:, 1], -d[:, 1]]  # A dY, then (A dY) A^T below
-    return [tf.reshape(c, [-1, shape[2]])
-            for r in a_dy for c in (r[:, :, 0], r[:, :, 0] + r[:, :, 1], r[:, :, 0] - r[:, :, 1], -r[:, :, 1])]
+    return [tf.reshape(c, [-1, shape[2]])  # A dY over the rows, then (A dY) A^T over the columns
+            for r in _a_rows(d[:, 0], d[:, 1]) for c in _a_rows(r[:, :, 0], r[:, :, 1])]
 
 
 def _kernel_gradient(inputs: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
