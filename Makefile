@@ -6,6 +6,8 @@ PY := $(VENV)/bin/python
 DEMO_STAMP := $(VENV)/.installed-demo
 STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
+# tf.keras is tf_keras, the Keras of these models, and TensorFlow's import skips Keras 3 (README, "Set up")
+export TF_USE_LEGACY_KERAS ?= 1
 
 .PHONY: test test-all bench bench-export demo clean
 

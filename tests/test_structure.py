@@ -187,3 +187,28 @@ def test_plain_keras_use_does_not_import_model_garden():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["[]", "exact_fpn"]
+
+
+@pytest.mark.parametrize("legacy", ["1", "0"])
+def test_tf_use_legacy_keras_makes_tf_keras_take_our_models_and_spares_keras_3(legacy):
+    """With TF_USE_LEGACY_KERAS=1 (the Makefile's default) TensorFlow routes `tf.keras` to tf_keras,
+    so `tf.keras` layers take a backbone's outputs, and its import leaves Keras 3 out; with 0 it
+    imports Keras 3 (and what Keras 3 imports) and `tf.keras` layers refuse our tensors."""
+    code = (
+        "import sys, tensorflow as tf, convnext_tf\n"
+        "print(sorted(m for m in ('keras', 'sklearn', 'matplotlib') if m in sys.modules))\n"
+        "backbone = convnext_tf.ConvNeXtBackbone('atto')\n"
+        "images = tf.keras.Input((64, 48, 3))\n"
+        "try:\n"
+        "    print(tf.keras.Model(images, tf.keras.layers.GlobalAveragePooling2D()(backbone(images)['5'])).output_shape)\n"
+        "except Exception as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=dict(os.environ, TF_USE_LEGACY_KERAS=legacy))
+    assert run.returncode == 0, run.stderr[-3000:]
+    imported, built = run.stdout.strip().splitlines()[-2:]
+    if legacy == "1":
+        assert (imported, built) == ("[]", "(None, 320)")  # atto's last stage: 320 channels
+    else:
+        assert "'keras'" in imported and built == "ValueError"  # "A KerasTensor cannot be used as input to ..."
